@@ -1,0 +1,63 @@
+"""Exit codes and the one exception type the CLI turns into a clean one-line error.
+
+Every failure a user can cause (bad input, bad parameters, a failing gate)
+is raised as a subclass of :class:`MlciError`; the CLI prints ``error: <msg>``
+and exits with the class's code. Anything else is a bug and exits 1.
+"""
+
+from __future__ import annotations
+
+#: Documented exit codes (README, "Exit codes"). Keep in sync.
+OK = 0
+INTERNAL = 1  # a bug: unexpected exception
+USAGE = 2  # bad command line, params.yaml or -S override
+GATE_FAILED = 3  # the model was trained but did not pass the gate
+DATA = 4  # structural problem with an input file (missing, empty, wrong columns, ...)
+REJECTS = 5  # too many rows rejected by validation
+PREREQUISITE = 6  # a stage's input is missing or stale (e.g. test before a passing gate)
+BUSY = 7  # another mlci process holds the workspace lock
+
+EXIT_CODES = {
+    OK: "success",
+    INTERNAL: "unexpected internal error (a bug: please report it)",
+    USAGE: "bad command line, params.yaml or -S override",
+    GATE_FAILED: "the gate failed: the model is not good enough",
+    DATA: "an input file is structurally invalid (missing, empty, wrong columns, undecodable, ...)",
+    REJECTS: "the share of rejected rows exceeds preprocess.max_reject_share",
+    PREREQUISITE: "a stage's inputs are missing (run the earlier stages first)",
+    BUSY: "another mlci process is using this workspace",
+}
+
+
+class MlciError(Exception):
+    """An error the user can fix; printed as one line, never as a traceback."""
+
+    exit_code = INTERNAL
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(MlciError):
+    exit_code = USAGE
+
+
+class DataError(MlciError):
+    exit_code = DATA
+
+
+class RejectLimitError(MlciError):
+    exit_code = REJECTS
+
+
+class GateFailed(MlciError):
+    exit_code = GATE_FAILED
+
+
+class PrerequisiteError(MlciError):
+    exit_code = PREREQUISITE
+
+
+class BusyError(MlciError):
+    exit_code = BUSY

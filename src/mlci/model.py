@@ -1,0 +1,93 @@
+"""The model: one scikit-learn Pipeline that takes raw records.
+
+Categorical encoding lives inside the artifact (an ``OrdinalEncoder`` with
+the declared categories), so a deployed model accepts the data's own field
+names and values; an unseen category or a missing value is encoded as NaN,
+which LightGBM's native categorical handling treats as missing instead of
+failing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from .params import DatasetDef, TrainParams
+
+
+def build(ds: DatasetDef, tp: TrainParams, categories: dict[str, list[str]]):
+    """An unfitted Pipeline: encode categoricals, then a LightGBM classifier."""
+    from lightgbm import LGBMClassifier
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    features = ds.features
+    cat_cols = [c.name for c in features if c.type == "categorical"]
+    num_cols = [c.name for c in features if c.type not in ("categorical", "label")]
+    encoder = ColumnTransformer(
+        [
+            (
+                "categorical",
+                OrdinalEncoder(
+                    categories=[categories[c] for c in cat_cols],
+                    handle_unknown="use_encoded_value",
+                    unknown_value=np.nan,
+                    encoded_missing_value=np.nan,
+                    dtype=np.float64,
+                ),
+                cat_cols,
+            ),
+            ("numeric", "passthrough", num_cols),
+        ],
+        verbose_feature_names_out=False,
+    )
+    classifier = LGBMClassifier(
+        n_estimators=tp.n_estimators,
+        learning_rate=tp.learning_rate,
+        num_leaves=tp.num_leaves,
+        max_depth=tp.max_depth,
+        min_child_samples=tp.min_child_samples,
+        colsample_bytree=tp.colsample_bytree,
+        subsample=tp.subsample,
+        subsample_freq=1 if tp.subsample < 1 else 0,
+        reg_lambda=tp.reg_lambda,
+        cat_smooth=tp.cat_smooth,
+        min_data_per_group=tp.min_data_per_group,
+        random_state=tp.seed,
+        n_jobs=tp.n_jobs or os.cpu_count() or 1,
+        # Column-wise histograms with a fixed seed give the same trees whatever the thread count.
+        deterministic=True,
+        force_col_wise=True,
+        verbose=-1,
+    )
+    return Pipeline([("encode", encoder), ("classify", classifier)])
+
+
+def fit(model, frame: pd.DataFrame, ds: DatasetDef):
+    """Fit on the feature columns of ``frame``; the categoricals come first after encoding."""
+    n_cat = sum(c.type == "categorical" for c in ds.features)
+    y = np.asarray(frame[ds.target], dtype=object)
+    return model.fit(
+        frame[[c.name for c in ds.features]], y, classify__categorical_feature=list(range(n_cat))
+    )
+
+
+def categories_of(frame: pd.DataFrame, ds: DatasetDef) -> dict[str, list[str]]:
+    """The categories the encoder is fixed to: declared ones, else those seen in training."""
+    return {
+        c.name: list(c.categories) if c.categories is not None else list(frame[c.name].cat.categories)
+        for c in ds.features
+        if c.type == "categorical"
+    }
+
+
+def positive_index(model, positive_label: str) -> int:
+    return list(model.classes_).index(positive_label)
+
+
+def predict_proba(model, frame: pd.DataFrame, positive_label: str) -> np.ndarray:
+    """Probability of the positive class for every row of ``frame``."""
+    return model.predict_proba(frame)[:, positive_index(model, positive_label)]

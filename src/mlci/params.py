@@ -1,0 +1,270 @@
+"""Pipeline parameters: one versioned ``params.yaml``, validated, overridable per run.
+
+The pydantic models below are the single source of defaults and types;
+``params.yaml`` at the repository root spells the defaults out (a test keeps
+them equal). Unknown keys and wrong types are rejected with a message that
+names the key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UsageError
+
+_NAME_RE = re.compile(r"[^0-9a-z]+")
+
+
+def normalise_name(name: str) -> str:
+    """``education.num``, ``Education-Num`` and ``education num`` all become ``education_num``."""
+    return _NAME_RE.sub("_", name.strip().strip('"').lower()).strip("_")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Column(_Strict):
+    name: str
+    type: Literal["categorical", "numeric", "integer", "label"]
+    #: Allowed values of a categorical column; None accepts any value.
+    categories: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _normalise(cls, v: str) -> str:
+        return normalise_name(v)
+
+
+class DatasetDef(_Strict):
+    """What a binary-classification CSV looks like: enough to validate it and train on it."""
+
+    name: str
+    #: Every column in file order (the order matters only for files without a header).
+    columns: list[Column]
+    target: str
+    positive_label: str
+    negative_label: str
+    #: Other spellings of the labels, e.g. UCI's test file writes ``>50K.``.
+    label_aliases: dict[str, str] = Field(default_factory=dict)
+    #: Columns that are validated but not used as features.
+    drop: list[str] = Field(default_factory=list)
+    missing_values: list[str] = Field(default_factory=lambda: ["?", ""])
+    encoding: str = "utf-8"
+    delimiter: str = ","
+
+    @field_validator("target")
+    @classmethod
+    def _norm_target(cls, v: str) -> str:
+        return normalise_name(v)
+
+    @field_validator("drop")
+    @classmethod
+    def _norm_drop(cls, v: list[str]) -> list[str]:
+        return [normalise_name(x) for x in v]
+
+    @model_validator(mode="after")
+    def _check(self) -> "DatasetDef":
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate column names: {', '.join(dupes)}")
+        if self.target not in names:
+            raise ValueError(f"target {self.target!r} is not among the columns")
+        unknown = [d for d in self.drop if d not in names]
+        if unknown:
+            raise ValueError(f"drop names unknown columns: {', '.join(unknown)}")
+        if self.positive_label == self.negative_label:
+            raise ValueError("positive_label and negative_label must differ")
+        if len(self.delimiter) != 1:
+            raise ValueError("delimiter must be one character")
+        if not self.features:
+            raise ValueError("no feature columns left")
+        return self
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def features(self) -> list[Column]:
+        return [c for c in self.columns if c.name != self.target and c.name not in self.drop]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Every accepted spelling of a label -> its canonical value."""
+        out = {self.negative_label: self.negative_label, self.positive_label: self.positive_label}
+        out.update(self.label_aliases)
+        return out
+
+
+class SplitParams(_Strict):
+    validation: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _check(self) -> "SplitParams":
+        if self.validation + self.test >= 0.9:
+            raise ValueError("validation + test must leave at least 10% for training")
+        return self
+
+
+class PreprocessParams(_Strict):
+    #: The run fails when more than this share of rows is rejected.
+    max_reject_share: float = Field(0.01, ge=0, le=1)
+
+
+class TrainParams(_Strict):
+    model: Literal["lightgbm"] = "lightgbm"
+    n_estimators: int = Field(400, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(15, ge=2)
+    max_depth: int = -1
+    min_child_samples: int = Field(20, ge=1)
+    colsample_bytree: float = Field(0.7, gt=0, le=1)
+    subsample: float = Field(1.0, gt=0, le=1)
+    reg_lambda: float = Field(0.0, ge=0)
+    cat_smooth: float = Field(10.0, ge=0)
+    min_data_per_group: int = Field(50, ge=1)
+    seed: int = 42
+    #: Threads for LightGBM; 0 means all cores. Results do not depend on it.
+    n_jobs: int = Field(0, ge=0)
+
+
+class GateRule(_Strict):
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "GateRule":
+        if (self.min is None) == (self.max is None):
+            raise ValueError(f"gate rule on {self.metric!r} needs exactly one of min or max")
+        return self
+
+
+def _default_rules() -> list[GateRule]:
+    return [GateRule(metric="validation_acc", min=0.8), GateRule(metric="validation_roc_auc", min=0.9)]
+
+
+class GateParams(_Strict):
+    rules: list[GateRule] = Field(default_factory=_default_rules)
+
+
+class Params(_Strict):
+    #: A built-in dataset name (``adult``), a path to a dataset YAML file, or an inline definition.
+    dataset: str | DatasetDef = "adult"
+    split: SplitParams = SplitParams()
+    preprocess: PreprocessParams = PreprocessParams()
+    train: TrainParams = TrainParams()
+    gate: GateParams = GateParams()
+
+    def section(self, name: str) -> Any:
+        """A JSON-able view of one section, as recorded in the lock file."""
+        return self.model_dump(mode="json")[name]
+
+    def dataset_def(self, base_dir: Path | None = None) -> DatasetDef:
+        if isinstance(self.dataset, DatasetDef):
+            return self.dataset
+        return load_dataset_def(self.dataset, base_dir)
+
+
+BUILTIN_DATASETS = ("adult",)
+
+
+def dataset_path(ref: str, base_dir: Path | None = None) -> Path:
+    """Where the definition named by ``dataset: <ref>`` lives (relative paths: next to params.yaml)."""
+    if ref in BUILTIN_DATASETS:
+        return Path(__file__).with_name("datasets") / f"{ref}.yaml"
+    path = Path(ref)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if not path.is_file():
+        raise UsageError(f"dataset {ref!r} is neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}) nor a file")
+    return path
+
+
+def load_dataset_def(ref: str, base_dir: Path | None = None) -> DatasetDef:
+    path = dataset_path(ref, base_dir)
+    data = _read_yaml(path)
+    try:
+        return DatasetDef.model_validate(data)
+    except ValidationError as e:
+        raise UsageError(f"{path}: {_describe(e)}") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: cannot read: {e}") from None
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+
+
+def _describe(e: ValidationError) -> str:
+    errs = e.errors()
+    # For `dataset: str | DatasetDef` pydantic reports both branches; a mapping means the definition.
+    pruned = [x for x in errs if not (x["type"] == "string_type" and x["loc"][-1:] == ("str",))] or errs
+    err = pruned[0]
+    loc = ".".join(
+        str(p) for p in err["loc"] if not str(p).startswith("function-after") and p not in ("str", "DatasetDef")
+    )
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (and {len(pruned) - 1} more problems)" if len(pruned) > 1 else ""
+    return f"{loc}: {msg}{extra}" if loc else f"{msg}{extra}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.learning_rate=0.05`` -> (["train", "learning_rate"], 0.05); the value is YAML."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"override {text!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load(path: Path | None, overrides: list[str] = ()) -> Params:
+    """Read params.yaml (absent -> defaults), apply ``-S key=value`` overrides, validate."""
+    data: dict = {}
+    if path is not None and path.exists():
+        loaded = _read_yaml(path)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise UsageError(f"{path}: must be a mapping of sections")
+        data = loaded or {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            elif not isinstance(child, dict):
+                raise UsageError(f"override {text!r}: {k} is not a section")
+            node = child
+        node[keys[-1]] = value
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        where = path if path is not None and path.exists() else "parameters"
+        raise UsageError(f"{where}: {_describe(e)}") from None

@@ -1,0 +1,92 @@
+"""Where things live: the tutorial's environment variables, resolved once.
+
+Every path defaults to a directory relative to the working directory, so a
+fresh clone works with no configuration; each can be overridden with the
+tutorial's environment variable of the same name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULTS = {
+    "RAW_DATA_DIR": "data/raw",
+    "RAW_DATA_FILE": "adult.data",
+    "PROCESSED_DATA_DIR": "data/processed",
+    "MODEL_DIR": "models",
+    "RESULTS_DIR": "results",
+}
+
+# File names inside those directories (the tutorial's where it had one).
+TRAIN_METADATA = "train_metadata.json"
+TEST_METADATA = "test_metadata.json"
+PREPROCESS_METADATA = "preprocess_metadata.json"
+GATE_FILE = "gate.json"
+REJECTS_FILE = "rejects.csv"
+MODEL_FILE = "model.joblib"
+MODEL_CARD = "model.json"
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Settings:
+    raw_data_dir: Path
+    raw_data_file: str
+    processed_data_dir: Path
+    model_dir: Path
+    results_dir: Path
+    params_file: Path
+    workdir: Path
+    #: Where mlci keeps its own state (workspace lock, caches); MLCI_STATE_DIR.
+    state_dir: Path
+    #: The lock file of hashes; MLCI_LOCK_FILE, default next to params.yaml like dvc.lock.
+    lock_path: Path
+
+    @property
+    def raw_path(self) -> Path:
+        return self.raw_data_dir / self.raw_data_file
+
+    def split_path(self, split: str) -> Path:
+        return self.processed_data_dir / f"{split}.parquet"
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.processed_data_dir / REJECTS_FILE
+
+    @property
+    def model_path(self) -> Path:
+        return self.model_dir / MODEL_FILE
+
+    @property
+    def model_card_path(self) -> Path:
+        return self.model_dir / MODEL_CARD
+
+    def result(self, name: str) -> Path:
+        return self.results_dir / name
+
+
+
+def from_env(params_file: str | os.PathLike | None = None, environ=None) -> Settings:
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str:
+        value = env.get(name, "")
+        return value if value.strip() else DEFAULTS[name]
+
+    workdir = Path.cwd()
+    if params_file is None:
+        params_file = env.get("MLCI_PARAMS") or "params.yaml"
+    params_file = Path(params_file)
+    return Settings(
+        raw_data_dir=Path(get("RAW_DATA_DIR")),
+        raw_data_file=get("RAW_DATA_FILE"),
+        processed_data_dir=Path(get("PROCESSED_DATA_DIR")),
+        model_dir=Path(get("MODEL_DIR")),
+        results_dir=Path(get("RESULTS_DIR")),
+        params_file=params_file,
+        workdir=workdir,
+        state_dir=Path(env.get("MLCI_STATE_DIR") or ".mlci"),
+        lock_path=Path(env.get("MLCI_LOCK_FILE") or params_file.with_name("mlci.lock")),
+    )

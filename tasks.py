@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Set up and run mlci with nothing but python3 (3.11+) and access to PyPI.
+
+    python3 tasks.py run      # set up .venv, then run the whole pipeline on the bundled data
+    python3 tasks.py test     # set up .venv (with test tools), then run the test suite
+    python3 tasks.py bench    # the benchmark (bench/pipeline.py)
+    python3 tasks.py lock     # re-pin requirements.lock from pyproject.toml
+
+Set-up creates ``.venv`` and installs exactly the versions pinned in
+``requirements.lock`` (with uv, itself pinned below, for speed), then the
+project in editable mode. It is skipped when nothing it depends on changed.
+Extra arguments are passed on: ``python3 tasks.py run --force``,
+``python3 tasks.py test -k load``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+LOCK = ROOT / "requirements.lock"
+UV = "uv==0.13.8"
+
+
+def sh(*cmd: str | os.PathLike, **kw) -> None:
+    print("+", " ".join(map(str, cmd)), file=sys.stderr, flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def setup() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"mlci needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    stamp = VENV / ".mlci-setup"
+    digest = hashlib.sha256(
+        b"".join(p.read_bytes() for p in (LOCK, ROOT / "pyproject.toml", Path(__file__))) + UV.encode()
+    ).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest and (BIN / "mlci").exists():
+        return
+    if not (BIN / "python").exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    sh(BIN / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", UV)
+    env = {**os.environ, "VIRTUAL_ENV": str(VENV)}
+    sh(BIN / "uv", "pip", "sync", "--python", BIN / "python", LOCK, env=env)
+    sh(BIN / "uv", "pip", "install", "--python", BIN / "python", "--no-deps", "-e", ROOT, env=env)
+    stamp.write_text(digest)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    task, rest = argv[0], argv[1:]
+    os.chdir(ROOT)
+    if task == "lock":
+        if not (BIN / "uv").exists():
+            setup()
+        sh(BIN / "uv", "pip", "compile", "--quiet", "--python-version", "3.11", "--extra", "dev",
+           "--no-emit-package", "mlci", "pyproject.toml", "-o", LOCK)
+        return 0
+    setup()
+    if task == "run":
+        return subprocess.call([str(BIN / "mlci"), "run", *rest])
+    if task == "test":
+        return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest])
+    if task == "bench":
+        return subprocess.call([str(BIN / "python"), "bench/pipeline.py", *rest])
+    print(f"unknown task {task!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,84 @@
+"""Shared fixtures: real data, isolated workspaces, and ways to call the CLI."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+BUNDLED = ROOT / "data" / "raw"
+PATH_VARS = ("RAW_DATA_DIR", "RAW_DATA_FILE", "PROCESSED_DATA_DIR", "MODEL_DIR", "RESULTS_DIR",
+             "MLCI_PARAMS", "MLCI_STATE_DIR", "MLCI_LOCK_FILE")
+
+UCI_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education.num", "marital.status", "occupation",
+               "relationship", "race", "sex", "capital.gain", "capital.loss", "hours.per.week",
+               "native.country", "income"]
+
+
+def adult_data() -> Path:
+    """The UCI training file: ../shared/data when present, else the bundled copy."""
+    shared = SHARED / "adult.data"
+    return shared if shared.exists() else BUNDLED / "adult.data"
+
+
+def kaggle_csv(tmp_dir: Path) -> Path:
+    """The tutorial's Kaggle-format CSV; rebuilt from the UCI file when ../shared is absent."""
+    shared = SHARED / "adult.csv"
+    if shared.exists():
+        return shared
+    out = tmp_dir / "adult.csv"
+    with open(adult_data()) as src, open(out, "w", newline="") as dst:
+        w = csv.writer(dst, quoting=csv.QUOTE_NONNUMERIC)
+        w.writerow(UCI_COLUMNS)
+        for line in src:
+            if line.strip():
+                fields = [f.strip() for f in line.split(",")]
+                w.writerow([int(f) if f.isdigit() else f for f in fields])
+    return out
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A fresh working directory with the repository's params.yaml and the real data, env cleared."""
+    for var in PATH_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    os.symlink(adult_data(), raw / "adult.data")
+    return tmp_path
+
+
+def outputs(ws: Path) -> list[str]:
+    """Every file a run may write, relative to the workspace (the raw data excluded)."""
+    found = []
+    for sub in ("data/processed", "models", "results"):
+        d = ws / sub
+        if d.exists():
+            found += [str(p.relative_to(ws)) for p in d.rglob("*") if p.is_file()]
+    return sorted(found)
+
+
+def cli(*args: str, env: dict | None = None):
+    """Run the CLI in-process (fast); returns click's Result with exit_code, stdout, stderr."""
+    from click.testing import CliRunner
+
+    from mlci.cli import main
+
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def run_mlci(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m mlci`` as a real process: true exit codes, true imports."""
+    full_env = {k: v for k, v in os.environ.items() if k not in PATH_VARS}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "mlci", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)

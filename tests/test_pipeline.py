@@ -1,0 +1,255 @@
+"""End to end on the real data: stages, the gate, caching, reproducibility, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROOT, cli, kaggle_csv, outputs, run_mlci
+
+from mlci import errors
+
+HEAVY = ("pandas", "sklearn", "lightgbm", "pyarrow", "pydantic")
+
+
+def load(ws: Path, name: str) -> dict:
+    return json.loads((ws / "results" / name).read_text())
+
+
+def statuses(result) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in json.loads(result.stdout)["stages"]}
+
+
+def test_full_pipeline_then_incremental_reruns(workspace):
+    first = cli("run", "--json")
+    assert first.exit_code == 0, first.output
+    assert statuses(first) == dict.fromkeys(("preprocess", "train", "gate", "test"), "ran")
+    assert "validation accuracy is higher than the threshold" in first.stderr
+
+    train, test = load(workspace, "train_metadata.json"), load(workspace, "test_metadata.json")
+    gate = load(workspace, "gate.json")
+    # The tutorial's keys, and the targets the default model is meant to reach.
+    assert train["validation_acc"] >= 0.86 and train["validation_roc_auc"] >= 0.92
+    assert test["test_acc"] >= 0.870 and test["test_roc_auc"] >= 0.926
+    assert train["rows"]["train"] + train["rows"]["validation"] + test["rows"]["test"] == 32561
+    assert gate["passed"] and [r["metric"] for r in gate["rules"]] == ["validation_acc", "validation_roc_auc"]
+    assert json.loads(first.stdout)["test_metadata"] == test
+    assert (workspace / "mlci.lock").exists()
+
+    # Nothing changed: every stage is skipped, and the outputs are untouched.
+    mtimes = {p: (workspace / p).stat().st_mtime_ns for p in outputs(workspace)}
+    again = cli("run", "--json")
+    assert again.exit_code == 0
+    assert set(statuses(again).values()) == {"cached"}
+    assert "validation accuracy is higher than the threshold" in again.stderr
+    assert mtimes == {p: (workspace / p).stat().st_mtime_ns for p in outputs(workspace)}
+
+    # A training parameter changed: train, gate and test rerun, preprocess does not.
+    changed = cli("run", "--json", "-S", "train.n_estimators=50")
+    assert statuses(changed) == {"preprocess": "cached", "train": "ran", "gate": "ran", "test": "ran"}
+    assert load(workspace, "train_metadata.json")["validation_acc"] != train["validation_acc"]
+
+    # Back to params.yaml: retrain (the lock records what the outputs were made with).
+    back = cli("run", "--json")
+    assert statuses(back)["train"] == "ran"
+    assert load(workspace, "train_metadata.json")["validation_acc"] == train["validation_acc"]
+
+    # A changed output is noticed: its stage and everything downstream rerun.
+    (workspace / "results" / "gate.json").write_text("{}")
+    assert statuses(cli("run", "--json")) == {"preprocess": "cached", "train": "cached", "gate": "ran", "test": "ran"}
+
+    forced = cli("run", "--json", "--force")
+    assert set(statuses(forced).values()) == {"ran"}
+    assert cli("status").stdout.splitlines() == [f"{s}: up to date" for s in ("preprocess", "train", "gate", "test")]
+
+
+def test_noop_rerun_imports_no_heavy_library(workspace):
+    assert cli("run").exit_code == 0
+    probe = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr))\n"
+        "from mlci.cli import main\n"
+        "main(['run'], prog_name='mlci')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=workspace, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" in proc.stderr
+    assert "HEAVY=\n" in proc.stderr
+
+
+def test_same_inputs_give_identical_metrics_and_predictions(workspace, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(workspace, other, symlinks=True, ignore=shutil.ignore_patterns("results", "models", "data"))
+    (other / "data").mkdir()
+    shutil.copytree(workspace / "data" / "raw", other / "data" / "raw", symlinks=True)
+    assert cli("run").exit_code == 0
+    proc = run_mlci("run", cwd=other)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("train_metadata.json", "test_metadata.json"):
+        a, b = load(workspace, name), load(other, name)
+        a.pop("fit_seconds", None), b.pop("fit_seconds", None)
+        assert a == b
+    sample = workspace / "sample.csv"
+    sample.write_text("".join((workspace / "data" / "raw" / "adult.data").read_text().splitlines(True)[:500]))
+    assert cli("predict", str(sample), "-o", "p1.csv").exit_code == 0
+    assert run_mlci("predict", str(sample), "-o", str(workspace / "p2.csv"), cwd=other).returncode == 0
+    assert (workspace / "p1.csv").read_bytes() == (workspace / "p2.csv").read_bytes()
+
+
+def test_kaggle_csv_through_the_whole_pipeline(workspace, tmp_path):
+    raw = workspace / "data" / "raw"
+    shutil.copy(kaggle_csv(tmp_path), raw / "adult.csv")
+    result = cli("run", "--json", env={"RAW_DATA_FILE": "adult.csv"})
+    assert result.exit_code == 0, result.output
+    assert load(workspace, "preprocess_metadata.json")["format"] == "header"
+    assert load(workspace, "test_metadata.json")["test_acc"] >= 0.86
+
+
+def test_failing_gate_stops_before_test(workspace):
+    result = cli("run", "--json", "-S", 'gate.rules=[{metric: validation_acc, min: 0.99}]')
+    assert result.exit_code == errors.GATE_FAILED
+    assert "validation accuracy is lower than the threshold, process stopped" in result.stderr
+    out = json.loads(result.stdout)
+    assert statuses(result) == {"preprocess": "ran", "train": "ran", "gate": "failed", "test": "not run"}
+    assert out["gate"]["passed"] is False and out["gate"]["rules"][0]["threshold"] == 0.99
+    assert "gate failed: validation_acc" in out["error"]
+    assert not (workspace / "results" / "test_metadata.json").exists()
+    # The verdict is remembered: a rerun reports it again without retraining.
+    again = cli("run", "--json", "-S", 'gate.rules=[{metric: validation_acc, min: 0.99}]')
+    assert again.exit_code == errors.GATE_FAILED
+    assert statuses(again)["train"] == "cached" and statuses(again)["gate"] == "failed"
+    # `mlci test` refuses to score the test split after a failing gate.
+    test = cli("test")
+    assert test.exit_code == errors.PREREQUISITE and "the gate did not pass" in test.stderr
+    # The stage command alone gives the same code.
+    gate = cli("gate", "-S", 'gate.rules=[{metric: validation_roc_auc, max: 0.5}]')
+    assert gate.exit_code == errors.GATE_FAILED
+    assert "validation_roc_auc = 0.9" in gate.stdout and "(must be <= 0.5): FAIL" in gate.stdout
+
+
+def test_stages_one_by_one_like_the_tutorial(workspace):
+    assert cli("train").exit_code == errors.PREREQUISITE
+    assert cli("preprocess").exit_code == 0
+    assert cli("test").exit_code == errors.PREREQUISITE  # no gate yet
+    assert cli("train").exit_code == 0
+    gate = cli("gate")
+    assert gate.exit_code == 0 and gate.stdout.startswith("validation accuracy is higher than the threshold\n")
+    assert cli("test").exit_code == 0
+    # Stage commands record their work, so a following run has nothing to do.
+    result = cli("run", "--json")
+    assert set(statuses(result).values()) == {"cached"}
+    # Retraining makes the old gate verdict stale for `mlci test`.
+    assert cli("train", "-S", "train.n_estimators=20").exit_code == 0
+    stale = cli("test")
+    assert stale.exit_code == errors.PREREQUISITE and "is for another model" in stale.stderr
+
+
+def test_unknown_gate_metric_is_a_usage_error(workspace):
+    result = cli("run", "-S", "gate.rules=[{metric: validation_accuracy, min: 0.8}]")
+    assert result.exit_code == errors.USAGE
+    assert "gate rule metric 'validation_accuracy' is not in" in result.stderr
+
+
+def test_predict_keeps_every_row_in_order(workspace):
+    assert cli("run").exit_code == 0
+    lines = (workspace / "data" / "raw" / "adult.data").read_text().splitlines(True)[:200]
+    lines[10] = lines[10].replace("Private", "Spaceship", 1)  # unknown category: reported, not dropped
+    src = workspace / "in.csv"
+    src.write_text("".join(lines))
+    result = cli("predict", str(src), "-o", "scored.csv")
+    assert result.exit_code == 0, result.output
+    assert "1 of 200 rows failed validation" in result.stderr
+    out = pd.read_csv("scored.csv", header=0, keep_default_na=False)
+    assert len(out) == 200 and list(out.columns)[-2:] == ["probability", "prediction"]
+    assert list(out["age"].astype(str)) == [ln.split(",")[0] for ln in lines]
+    assert out.loc[10, "probability"] == "" and out.loc[10, "prediction"] == ""
+    scored = out.drop(index=10)
+    assert set(scored["prediction"]) <= {">50K", "<=50K"}
+    probs = scored["probability"].astype(float)
+    assert ((probs >= 0) & (probs <= 1)).all()
+    assert ((probs >= 0.5) == (scored["prediction"] == ">50K")).all()
+    rejects = pd.read_csv("scored.csv.rejects.csv")
+    assert list(rejects["line"]) == [11] and rejects.loc[0, "reason"] == "unknown category in 'workclass'"
+
+
+def test_tampered_model_is_refused(workspace):
+    assert cli("run").exit_code == 0
+    with open(workspace / "models" / "model.joblib", "ab") as fh:
+        fh.write(b"\0")
+    result = cli("predict", str(workspace / "data" / "raw" / "adult.data"), "-o", "x.csv")
+    assert result.exit_code == errors.PREREQUISITE
+    assert "does not match" in result.stderr and not (workspace / "x.csv").exists()
+
+
+def test_busy_workspace(workspace):
+    from mlci import pipeline, settings
+
+    with pipeline.workspace_lock(settings.from_env()):
+        result = cli("run")
+    assert result.exit_code == errors.BUSY
+    assert f"(pid {os.getpid()}) is using this workspace" in result.stderr
+
+
+def test_concurrent_runs_never_interleave(workspace):
+    """Two real processes: the second waits for the first, then finds everything up to date."""
+    first = subprocess.Popen([sys.executable, "-m", "mlci", "run", "--json"], cwd=workspace,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    second = run_mlci("run", "--json", "--wait", "300", cwd=workspace)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 0, second.stderr
+    assert set(statuses(type("R", (), {"stdout": out})).values()) == {"ran"}
+    assert set(statuses(second).values()) == {"cached"}
+
+
+def test_killed_run_leaves_previous_outputs_and_recovers(workspace):
+    assert cli("run").exit_code == 0
+    before = {p: (workspace / p).read_bytes() for p in outputs(workspace)}
+    proc = subprocess.Popen([sys.executable, "-m", "mlci", "run", "--force"], cwd=workspace,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Kill it mid-way: preprocess has rewritten its outputs and training has started.
+    for line in proc.stderr:
+        if line.startswith("train ..."):
+            break
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    status = cli("status").stdout
+    assert "preprocess: up to date" in status and "train: stale" in status
+    for rel, data in before.items():
+        now = workspace / rel
+        assert now.exists(), rel
+        if rel.endswith(".json"):
+            json.loads(now.read_text())  # never torn
+    # The next run recomputes whatever is stale and finishes with the same results.
+    result = cli("run", "--json")
+    assert result.exit_code == 0, result.output
+    assert load(workspace, "test_metadata.json")["test_acc"] == json.loads(before["results/test_metadata.json"])["test_acc"]
+    assert not [p for p in (workspace / "data" / "processed").iterdir() if ".mlci-tmp-" in p.name]
+
+
+def test_python_dash_m_and_console_script(workspace):
+    proc = run_mlci("--help", cwd=workspace)
+    assert proc.returncode == 0 and "Exit codes:" in proc.stdout
+    script = Path(sys.executable).with_name("mlci")
+    assert script.exists()
+    proc = subprocess.run([str(script), "exit-codes"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[3] == "3\tthe gate failed: the model is not good enough"
+
+
+def test_params_yaml_spells_out_the_defaults():
+    import yaml
+
+    from mlci.params import Params
+
+    assert Params.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text())) == Params()
