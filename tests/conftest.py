@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 BUNDLED = ROOT / "data" / "raw"
 PATH_VARS = ("RAW_DATA_DIR", "RAW_DATA_FILE", "PROCESSED_DATA_DIR", "MODEL_DIR", "RESULTS_DIR",
-             "MLCI_PARAMS", "MLCI_STATE_DIR", "MLCI_LOCK_FILE")
+             "MLCI_PARAMS", "MLCI_STATE_DIR", "MLCI_LOCK_FILE", "MLFLOW_TRACKING_URI", "MLCI_NO_TRACK")
 
 UCI_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education.num", "marital.status", "occupation",
                "relationship", "race", "sex", "capital.gain", "capital.loss", "hours.per.week",
@@ -49,6 +49,8 @@ def workspace(tmp_path, monkeypatch):
     """A fresh working directory with the repository's params.yaml and the real data, env cleared."""
     for var in PATH_VARS:
         monkeypatch.delenv(var, raising=False)
+    # The core pipeline's tests run untracked; tests/test_tracking.py turns tracking on.
+    monkeypatch.setenv("MLCI_NO_TRACK", "1")
     monkeypatch.chdir(tmp_path)
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     raw = tmp_path / "data" / "raw"
@@ -79,6 +81,7 @@ def cli(*args: str, env: dict | None = None):
 def run_mlci(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m mlci`` as a real process: true exit codes, true imports."""
     full_env = {k: v for k, v in os.environ.items() if k not in PATH_VARS}
+    full_env["MLCI_NO_TRACK"] = os.environ.get("MLCI_NO_TRACK", "")
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "mlci", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)

@@ -78,22 +78,84 @@ def main(ctx: click.Context, params_file: str | None) -> None:
     ctx.obj["params_file"] = params_file
 
 
+_NO_TRACK_HELP = "Do not record this in MLflow (quick offline iteration). Env: MLCI_NO_TRACK=1."
+
+
 def _stage_command(name: str, doc: str):
     @main.command(name=name, help=doc, epilog=_epilog())
     @click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
     @click.option("--wait", type=float, default=0.0, show_default=True, help="Seconds to wait for a busy workspace.")
+    @click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=_NO_TRACK_HELP)
     @click.pass_context
     @handle_errors
-    def command(ctx: click.Context, overrides: tuple[str, ...], wait: float) -> None:
+    def command(ctx: click.Context, overrides: tuple[str, ...], wait: float, no_track: bool) -> None:
         from . import pipeline
 
         s, params = _context(ctx, overrides)
-        with pipeline.workspace_lock(s, wait):
-            result = pipeline.run_stage(name, s, params, click.echo)
+        with pipeline.workspace_lock(s, wait), _Tracked(name, s, params, enabled=not no_track) as tracked:
+            try:
+                result = pipeline.run_stage(name, s, params, click.echo, tracked.champion)
+            except errors.MlciError as e:
+                tracked.finish({name: "failed"}, e.message)
+                tracked.report()
+                raise
+            tracked.finish({name: "ran"})
         if name != "gate":
             click.echo(json.dumps(result, indent=2))
+        tracked.report()
 
     return command
+
+
+class _Tracked:
+    """Begin an MLflow run before the work and finish it after; a no-op with --no-track."""
+
+    def __init__(self, command: str, s, params, enabled: bool):
+        self.command, self.s, self.params, self.enabled = command, s, params, enabled
+        self.registry = self.run_id = self.champion = None
+        self.summary: dict | None = None
+        self.pending = False
+
+    def __enter__(self) -> "_Tracked":
+        if self.enabled:
+            from . import recording
+
+            self.registry, self.run_id = recording.begin(self.command, self.s, self.params)
+            self.pending = True
+            if self.command in ("gate", "run"):
+                self.champion = recording.Champion(self.registry, self.s)
+        return self
+
+    def finish(self, statuses: dict[str, str], error: str | None = None) -> None:
+        if not self.pending:
+            return
+        from . import pipeline, recording
+
+        self.pending = False
+        self.summary = recording.finish(self.registry, self.run_id, self.s, self.params, statuses,
+                                        self.champion, error)
+        if self.summary.get("promoted") and self.summary.get("champion"):
+            pipeline.note_promoted(self.s, self.summary["champion"])
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.pending:  # interrupted or crashed before finish(): never leave the run RUNNING
+            self.pending = False
+            self.registry.end_run(self.run_id, "KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+
+    def report(self) -> None:
+        if self.summary:
+            click.echo(_tracking_line(self.summary), err=True)
+
+
+def _tracking_line(summary: dict) -> str:
+    line = f"tracked: run {summary['run_id']} at {summary['tracking_uri']}"
+    if "version" in summary:
+        line += f"; {summary['model']} v{summary['version']}"
+        if summary.get("promoted"):
+            line += f" is the champion"
+        if summary.get("note"):
+            line += f" ({summary['note']})"
+    return line
 
 
 _stage_command("preprocess", "Load and validate the raw CSV; write train/validation/test Parquet splits.")
@@ -107,9 +169,11 @@ _stage_command("test", "Score the test split (only after a passing gate); write 
 @click.option("--force", is_flag=True, help="Rerun every stage, even those that are up to date.")
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON result instead.")
 @click.option("--wait", type=float, default=0.0, show_default=True, help="Seconds to wait for a busy workspace.")
+@click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=_NO_TRACK_HELP)
 @click.pass_context
 @handle_errors
-def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bool, wait: float) -> None:
+def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bool, wait: float,
+        no_track: bool) -> None:
     """Run preprocess, train, gate and test, skipping stages that are up to date."""
     from . import pipeline
     from .fileio import read_json
@@ -130,8 +194,9 @@ def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bo
         elif kind == "failed":
             err.print(f"[red]✗[/] {name}")
 
-    with pipeline.workspace_lock(s, wait):
-        result = pipeline.run(s, params, force=force, on_event=on_event, echo=echo)
+    with pipeline.workspace_lock(s, wait), _Tracked("run", s, params, enabled=not no_track) as tracked:
+        result = pipeline.run(s, params, force=force, on_event=on_event, echo=echo, champion=tracked.champion)
+        tracked.finish({r.name: r.status for r in result.stages}, result.error)
 
     outputs = {}
     for key, fname in (("train_metadata", S.TRAIN_METADATA), ("gate", S.GATE_FILE), ("test_metadata", S.TEST_METADATA)):
@@ -149,6 +214,7 @@ def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bo
                     "error": result.error,
                     "stages": [vars(r) for r in result.stages],
                     **outputs,
+                    "tracking": tracked.summary,
                 },
                 indent=2,
             )
@@ -160,6 +226,7 @@ def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bo
                 click.echo(f"{s.result(fname)}:")
                 click.echo(json.dumps(outputs[key], indent=2))
         _summary(err, result, outputs)
+    tracked.report()
     if result.exit_code:
         click.echo(f"error: {result.error}", err=True)
         sys.exit(result.exit_code)
@@ -235,3 +302,138 @@ def exit_codes() -> None:
     """List the documented exit codes."""
     for code, meaning in errors.EXIT_CODES.items():
         click.echo(f"{code}\t{meaning}")
+
+
+def _registry(ctx: click.Context):
+    from . import params as _  # noqa: F401
+    from .resolve import resolve
+    from .tracking import Registry, check_reachable, tracking_uri
+
+    s = S.from_env(ctx.obj.get("params_file"))
+    params = resolve(s.params_file, [], s.state_dir)
+    uri = tracking_uri()
+    check_reachable(uri)
+    return s, Registry(uri, params.section("tracking"))
+
+
+@main.command(epilog=_epilog())
+@click.argument("version")
+@click.option("--reason", required=True, help="Why (recorded on the version with who and when).")
+@click.pass_context
+@handle_errors
+def promote(ctx: click.Context, version: str, reason: str) -> None:
+    """Make VERSION the champion (checks that its artifact loads first)."""
+    s, reg = _registry(ctx)
+    version = version.lstrip("vV")
+    try:
+        reg.version(version)
+    except Exception:  # noqa: BLE001
+        raise errors.PrerequisiteError(f"{reg.name} has no version {version}") from None
+    reg.load(version)  # refuse a version whose artifact is missing or corrupt
+    with reg.promotion_lock():
+        previous = reg.champion()
+        reg.set_champion(version, reason)
+    was = f" (was v{previous.version})" if previous else ""
+    click.echo(f"{reg.name} v{version} is now the {reg.alias}{was}")
+
+
+@main.command(epilog=_epilog())
+@click.option("--reason", required=True, help="Why (recorded with who and when).")
+@click.pass_context
+@handle_errors
+def rollback(ctx: click.Context, reason: str) -> None:
+    """Move the champion back to the version that held it before."""
+    s, reg = _registry(ctx)
+    with reg.promotion_lock():
+        old, new = reg.rollback(reason)
+    click.echo(f"{reg.name}: {reg.alias} moved back from v{old} to v{new}")
+
+
+@main.command(epilog=_epilog())
+@click.option("-n", "--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@handle_errors
+def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Recent tracked runs: id, commit, time, key metrics, gate verdict, promotion."""
+    from .tracking import run_row
+
+    s, reg = _registry(ctx)
+    rows = [run_row(r) for r in reg.runs(limit)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"runs of experiment {reg.experiment!r}", title_justify="left")
+    for col in ("run", "command", "started (UTC)", "commit", "val acc", "val AUC", "test acc", "gate", "model",
+                "promoted", "status"):
+        table.add_column(col)
+    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    for r in rows:
+        commit = r["git_commit"][:7] + ("*" if r["git_dirty"] else "")
+        table.add_row(r["run_id"][:8], r["command"] + (" (cached)" if r["cached"] else ""),
+                      r["start_time"][:19].replace("T", " "), commit, fmt(r["validation_acc"]),
+                      fmt(r["validation_roc_auc"]), fmt(r["test_acc"]), r["gate"] or "",
+                      f"v{r['model_version']}" if r["model_version"] else "", "yes" if r["promoted"] else "",
+                      r["status"])
+    Console(width=160).print(table)
+
+
+@main.command(epilog=_epilog())
+@click.argument("a", required=False)
+@click.argument("b", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--md", "as_md", is_flag=True, help="Print a Markdown table (for a pull-request comment).")
+@click.option("--all", "show_all", is_flag=True, help="Show unchanged metrics too.")
+@click.pass_context
+@handle_errors
+def diff(ctx: click.Context, a: str | None, b: str | None, as_json: bool, as_md: bool, show_all: bool) -> None:
+    """Metrics and parameters of two runs side by side (default: the champion vs the latest run).
+
+    A and B may be run ids (or unique prefixes), model versions (3, v3), git revisions,
+    `latest` or `champion`. The change is B - A.
+    """
+    from .tracking import diff as compute, resolve_ref
+
+    s, reg = _registry(ctx)
+    run_a, label_a = resolve_ref(reg, a, "champion", s.workdir)
+    run_b, label_b = resolve_ref(reg, b, "latest", s.workdir)
+    d = compute(run_a, run_b)
+    d.update(a_label=label_a, b_label=label_b)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
+    sign = lambda v: "—" if v is None else f"{v:+.4f}"  # noqa: E731
+    rows = [(k, v) for k, v in d["metrics"].items() if show_all or v["change"] != 0]
+    if as_md:
+        click.echo(f"### Model metrics: {label_a} → {label_b}\n")
+        click.echo(f"| metric | {label_a} | {label_b} | change |\n|---|---:|---:|---:|")
+        for k, v in rows:
+            click.echo(f"| {k} | {fmt(v['a'])} | {fmt(v['b'])} | {sign(v['change'])} |")
+        if d["params"]:
+            click.echo(f"\n| parameter | {label_a} | {label_b} |\n|---|---|---|")
+            for k, v in d["params"].items():
+                click.echo(f"| {k} | {v['a'] if v['a'] is not None else '—'} | {v['b'] if v['b'] is not None else '—'} |")
+        if not rows and not d["params"]:
+            click.echo("No metric or parameter changed.")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    t = Table(title=f"{label_a} → {label_b}", title_justify="left")
+    for col in ("metric", label_a, label_b, "change"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for k, v in rows:
+        t.add_row(k, fmt(v["a"]), fmt(v["b"]), sign(v["change"]))
+    console.print(t)
+    if d["params"]:
+        p = Table(title="parameters that differ", title_justify="left")
+        for col in ("parameter", label_a, label_b):
+            p.add_column(col)
+        for k, v in d["params"].items():
+            p.add_row(k, str(v["a"]), str(v["b"]))
+        console.print(p)

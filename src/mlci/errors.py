@@ -16,6 +16,7 @@ DATA = 4  # structural problem with an input file (missing, empty, wrong columns
 REJECTS = 5  # too many rows rejected by validation
 PREREQUISITE = 6  # a stage's input is missing or stale (e.g. test before a passing gate)
 BUSY = 7  # another mlci process holds the workspace lock
+TRACKING = 8  # the tracking server or registry is unreachable or inconsistent
 
 EXIT_CODES = {
     OK: "success",
@@ -26,6 +27,7 @@ EXIT_CODES = {
     REJECTS: "the share of rejected rows exceeds preprocess.max_reject_share",
     PREREQUISITE: "a stage's inputs are missing (run the earlier stages first)",
     BUSY: "another mlci process is using this workspace",
+    TRACKING: "the tracking server or model registry is unreachable, or a model artifact there is missing or corrupt",
 }
 
 

@@ -139,23 +139,56 @@ class TrainParams(_Strict):
 
 
 class GateRule(_Strict):
+    """An absolute bound (``min``/``max``) or a bound relative to the champion on the same rows.
+
+    ``max_drop: 0.005`` means "may not fall more than 0.005 below the champion";
+    ``max_rise`` is the same for metrics where lower is better (log-loss, Brier).
+    """
+
     metric: str
     min: float | None = None
     max: float | None = None
+    max_drop: float | None = Field(None, ge=0)
+    max_rise: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "GateRule":
-        if (self.min is None) == (self.max is None):
-            raise ValueError(f"gate rule on {self.metric!r} needs exactly one of min or max")
+        given = [k for k in ("min", "max", "max_drop", "max_rise") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"gate rule on {self.metric!r} needs exactly one of min, max, max_drop or max_rise")
         return self
+
+    @property
+    def relative(self) -> bool:
+        return self.max_drop is not None or self.max_rise is not None
 
 
 def _default_rules() -> list[GateRule]:
-    return [GateRule(metric="validation_acc", min=0.8), GateRule(metric="validation_roc_auc", min=0.9)]
+    return [
+        GateRule(metric="validation_acc", min=0.8),
+        GateRule(metric="validation_roc_auc", min=0.9),
+        GateRule(metric="validation_roc_auc", max_drop=0.005),
+        GateRule(metric="validation_acc", max_drop=0.01),
+    ]
 
 
 class GateParams(_Strict):
     rules: list[GateRule] = Field(default_factory=_default_rules)
+
+
+class TrackingParams(_Strict):
+    """MLflow: where runs go and which registered model the pipeline promotes.
+
+    The tracking URI itself is not a parameter (it does not change a result):
+    it comes from MLFLOW_TRACKING_URI, default ``sqlite:///mlflow.db``.
+    """
+
+    experiment: str = "mlci"
+    model_name: str = "adult-income"
+    alias: str = "champion"
+    #: Decides which of two passing models is better when promotions race.
+    compare_metric: str = "validation_roc_auc"
+    greater_is_better: bool = True
 
 
 class Params(_Strict):
@@ -165,6 +198,7 @@ class Params(_Strict):
     preprocess: PreprocessParams = PreprocessParams()
     train: TrainParams = TrainParams()
     gate: GateParams = GateParams()
+    tracking: TrackingParams = TrackingParams()
 
     def section(self, name: str) -> Any:
         """A JSON-able view of one section, as recorded in the lock file."""

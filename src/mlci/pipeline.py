@@ -73,9 +73,13 @@ def stage(name: str) -> Stage:
 # -- hashes and the lock file ---------------------------------------------------------------
 
 
-def resolved_params(params: Resolved, st: Stage) -> dict:
+def resolved_params(params: Resolved, st: Stage, champion=None) -> dict:
     # "dataset" is the resolved definition itself, so editing a dataset YAML file counts as a change.
-    return {section: params.section(section) for section in st.params}
+    out = {section: params.section(section) for section in st.params}
+    if st.name == "gate":
+        # The gate compares with the champion: a new champion makes its verdict stale.
+        out["champion"] = "untracked" if champion is None else champion.version
+    return out
 
 
 def _hashes(paths: list[Path]) -> dict[str, str | None]:
@@ -109,19 +113,21 @@ def write_lock(path: Path, stages: dict) -> None:
     write_bytes(path, (header + body).encode())
 
 
-def stage_record(st: Stage, s: S.Settings, params: Resolved, code: str) -> dict:
+def stage_record(st: Stage, s: S.Settings, params: Resolved, code: str, champion=None) -> dict:
     return {
         "code": code,
-        "params": resolved_params(params, st),
+        "params": resolved_params(params, st, champion),
         "deps": _hashes(st.deps(s)),
         "outs": _hashes(st.outs(s)),
     }
 
 
-def is_up_to_date(st: Stage, s: S.Settings, params: Resolved, code: str, recorded: dict | None) -> bool:
+def is_up_to_date(
+    st: Stage, s: S.Settings, params: Resolved, code: str, recorded: dict | None, champion=None
+) -> bool:
     if not recorded:
         return False
-    if recorded.get("code") != code or recorded.get("params") != resolved_params(params, st):
+    if recorded.get("code") != code or recorded.get("params") != resolved_params(params, st, champion):
         return False
     for key, paths in (("deps", st.deps(s)), ("outs", st.outs(s))):
         now = _hashes(paths)
@@ -190,8 +196,11 @@ class RunResult:
 Event = Callable[[str, str, dict], None]
 
 
-def run_stage(name: str, s: S.Settings, params: Resolved, echo: Callable[[str], None]) -> dict:
-    """Run one stage now and record it in the lock file (used by the single-stage commands too)."""
+def run_stage(name: str, s: S.Settings, params: Resolved, echo: Callable[[str], None], champion=None) -> dict:
+    """Run one stage now and record it in the lock file (used by the single-stage commands too).
+
+    ``champion`` (see ``recording.Champion``) is what the gate compares with; None means tracking is off.
+    """
     if name == "gate":
         from .gate import gate as fn  # light: no pandas
     else:
@@ -205,19 +214,25 @@ def run_stage(name: str, s: S.Settings, params: Resolved, echo: Callable[[str], 
     lock = read_lock(s.lock_path)
     if lock.pop(name, None) is not None:
         write_lock(s.lock_path, lock)  # the old record is void once the outputs start changing
+    kwargs = {}
+    if name == "gate":
+        if champion is None:
+            kwargs = {"no_champion": "tracking is off"}
+        elif champion.version is not None:
+            kwargs = {"champion": {"version": champion.version, "metrics": champion.metrics()}}
     try:
-        out = fn(s, params.model, echo)
+        out = fn(s, params.model, echo, **kwargs)
     except GateFailed:
         # A failed gate is a complete, valid result: record it, so a rerun reports it without work.
-        _record(st, s, params, code)
+        _record(st, s, params, code, champion)
         raise
-    _record(st, s, params, code)
+    _record(st, s, params, code, champion)
     return out
 
 
-def _record(st: Stage, s: S.Settings, params: Resolved, code: str) -> None:
+def _record(st: Stage, s: S.Settings, params: Resolved, code: str, champion=None) -> None:
     lock = read_lock(s.lock_path)  # re-read: keep what other stages wrote meanwhile
-    lock[st.name] = stage_record(st, s, params, code)
+    lock[st.name] = stage_record(st, s, params, code, champion)
     write_lock(s.lock_path, {k: lock[k] for k in STAGE_NAMES if k in lock})
 
 
@@ -229,6 +244,7 @@ def run(
     until: str = "test",
     on_event: Event = lambda kind, name, info: None,
     echo: Callable[[str], None] = print,
+    champion=None,
 ) -> RunResult:
     """Run the stages up to ``until``, skipping up-to-date ones unless ``force``."""
     if until not in STAGE_NAMES:
@@ -240,7 +256,7 @@ def run(
     for i, st in enumerate(todo):
         started = time.perf_counter()
         recorded = read_lock(s.lock_path).get(st.name)
-        if not stale and is_up_to_date(st, s, params, code, recorded):
+        if not stale and is_up_to_date(st, s, params, code, recorded, champion):
             on_event("cached", st.name, {})
             res = StageResult(st.name, "cached")
             if st.name == "gate":
@@ -261,7 +277,7 @@ def run(
         stale = True  # everything downstream of a rerun stage reruns too
         on_event("start", st.name, {})
         try:
-            run_stage(st.name, s, params, echo)
+            run_stage(st.name, s, params, echo, champion)
         except MlciError as e:
             res = StageResult(st.name, "failed", time.perf_counter() - started, e.message)
             result.stages.append(res)
@@ -274,3 +290,12 @@ def run(
     done = {r.name for r in result.stages}
     result.stages += [StageResult(st.name, "not run") for st in todo if st.name not in done]
     return result
+
+
+def note_promoted(s: S.Settings, version: str) -> None:
+    """After promotion the candidate *is* the champion: its gate verdict stays valid, not stale."""
+    lock = read_lock(s.lock_path)
+    gate_record = lock.get("gate")
+    if gate_record and "champion" in gate_record.get("params", {}):
+        gate_record["params"]["champion"] = str(version)
+        write_lock(s.lock_path, lock)

@@ -242,3 +242,23 @@ def predict(input_path: Path, output_path: Path, model_dir: Path, echo: Echo = p
     else:
         rejects_path.unlink(missing_ok=True)  # a stale one from an earlier run would mislead
     return {"rows": n, "scored": int(loaded.valid.sum()), "rejected": loaded.rows_rejected, "output": str(output_path)}
+
+
+# -- champion comparison --------------------------------------------------------------------
+
+
+def validation_metrics(s: S.Settings, model, positive_label: str, features: list[str], target: str) -> dict:
+    """Metrics of any model on this workspace's validation rows (to compare with the champion)."""
+    va = _read_split(s, "validation")
+    missing = [c for c in features if c not in va.columns]
+    if missing:
+        raise PrerequisiteError(f"the champion needs columns this data lacks: {', '.join(missing)}")
+    proba = predict_proba(model, va[features], positive_label)
+    metrics = binary_metrics(np.asarray(va[target] == positive_label), proba)
+    return {f"validation_{k}": v for k, v in metrics.items()}
+
+
+def example_rows(s: S.Settings, card: dict, n: int = 5) -> pd.DataFrame:
+    """A few validation rows in the raw schema: MLflow's input example (and signature) for the model."""
+    rows = _read_split(s, "validation")[card["features"]].head(n)
+    return rows.astype({c: object for c in rows.columns if isinstance(rows[c].dtype, pd.CategoricalDtype)})

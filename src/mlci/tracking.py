@@ -1,0 +1,461 @@
+"""MLflow tracking and the model registry: the pipeline's memory.
+
+* Every ``mlci run`` and every stage run alone becomes an MLflow run:
+  parameters, metrics, data hash and row counts, git commit and dirtiness,
+  the lock file and metadata files, and the model (sklearn flavour, so
+  ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` can use it).
+* Each new model becomes a version of a registered model. A version that
+  passes the gate gets the ``champion`` alias (the tutorial's "deploy"); one
+  that fails is tagged with the failed rules and the alias stays put.
+* Promotion is a compare-and-set: the champion is re-read right before the
+  alias moves, under a lock; if it changed since the gate, the candidate is
+  compared again with the new champion on the same validation rows.
+
+MLflow is imported only here, and this module only when tracking is on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import TRACKING, MlciError, PrerequisiteError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+T = "mlci."  # tag prefix
+
+
+class TrackingError(MlciError):
+    """The tracking server or registry cannot do what was asked (exit 8)."""
+
+    exit_code = TRACKING
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else the SQLite file in the working directory (made absolute: MLflow
+    caches stores by URI, so a relative one would follow the first directory it was used in)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when the tracking store cannot be reached. No MLflow import."""
+    hint = "start it, fix MLFLOW_TRACKING_URI, or pass --no-track to run without tracking"
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise TrackingError(f"tracking server {uri} answered /health with HTTP {resp.status}; {hint}")
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingError(f"tracking server {uri} is unreachable ({reason}); {hint}") from None
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.parent.is_dir() or not os.access(db.parent, os.W_OK):
+            raise TrackingError(f"tracking database {db}: directory missing or not writable; {hint}")
+
+
+def git_info(cwd: Path | None = None) -> dict[str, str]:
+    """Commit and dirtiness of the working tree, when it is a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    for name in ("mlflow", "alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class Registry:
+    """A thin, typed layer over MlflowClient for one experiment and one registered model."""
+
+    def __init__(self, uri: str, tracking: dict):
+        _quiet_mlflow()
+        import mlflow
+        from mlflow import MlflowClient
+
+        _quiet_mlflow()  # again: importing mlflow configures its loggers
+        self.mlflow = mlflow
+        self.uri = uri
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self.experiment = tracking["experiment"]
+        self.name = tracking["model_name"]
+        self.alias = tracking["alias"]
+        self.compare_metric = tracking["compare_metric"]
+        self.greater_is_better = tracking["greater_is_better"]
+
+    # -- experiment and runs ------------------------------------------------------------------
+
+    def experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            # Next to the database, not wherever the process happens to run.
+            location = (Path(self.uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+        try:
+            return self.client.create_experiment(self.experiment, artifact_location=location)
+        except Exception:  # created concurrently by another run
+            return self.client.get_experiment_by_name(self.experiment).experiment_id
+
+    def fail_stale_runs(self, experiment_id: str) -> list[str]:
+        """Mark FAILED the RUNNING runs of this host whose process is gone (killed, crashed)."""
+        host = socket.gethostname()
+        stale = []
+        for run in self.client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=200):
+            tags = run.data.tags
+            if tags.get(T + "host") != host or not tags.get(T + "pid", "").isdigit():
+                continue
+            if not _pid_alive(int(tags[T + "pid"]), tags.get(T + "pid_start")):
+                self.client.set_tag(run.info.run_id, T + "failure", "process ended without finishing the run")
+                self.client.set_terminated(run.info.run_id, "FAILED")
+                stale.append(run.info.run_id)
+        return stale
+
+    def start_run(self, command: str, tags: dict[str, str]) -> str:
+        exp = self.experiment_id()
+        self.fail_stale_runs(exp)
+        all_tags = {
+            T + "command": command,
+            T + "host": socket.gethostname(),
+            T + "pid": str(os.getpid()),
+            T + "pid_start": _pid_start(os.getpid()) or "",
+            T + "user": who(),
+            "mlflow.runName": f"{command}-{time.strftime('%Y%m%d-%H%M%S')}",
+            **{T + k: v for k, v in tags.items()},
+        }
+        return self.client.create_run(exp, tags=all_tags).info.run_id
+
+    def end_run(self, run_id: str, status: str) -> None:
+        active = self.mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            self.mlflow.end_run(status=status)
+        else:
+            self.client.set_terminated(run_id, status)
+
+    def log(self, run_id: str, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+            tags=[RunTag(T + k, str(v)) for k, v in tags.items()],
+        )
+
+    def log_files(self, run_id: str, paths: list[Path], artifact_path: str) -> None:
+        for p in paths:
+            if p.is_file():
+                self.client.log_artifact(run_id, str(p), artifact_path)
+
+    # -- registry -----------------------------------------------------------------------------
+
+    def ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            with contextlib.suppress(MlflowException):  # created concurrently
+                self.client.create_registered_model(self.name, description="Registered by mlci.")
+
+    def register(self, run_id: str, model, card: dict, example) -> str:
+        """Log ``model`` with the sklearn flavour in ``run_id`` and register it as a new version."""
+        import mlflow.sklearn
+
+        self.ensure_registered_model()
+        self._activate(run_id)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            # Explicit, so MLflow does not spend seconds inferring them.
+            pip_requirements=[f"{pkg}=={ver}" for pkg, ver in card["versions"].items() if pkg != "mlci"],
+            serialization_format="pickle",
+            input_example=example,
+        )
+        local = Path(self.mlflow.artifacts.download_artifacts(info.model_uri)) / "model.pkl"
+        artifact_sha = "sha256:" + hashlib.sha256(local.read_bytes()).hexdigest()
+        mv = self.client.create_model_version(
+            self.name,
+            source=info.model_uri,
+            run_id=run_id,
+            tags={
+                T + "model_sha256": card["sha256"],  # the local model.joblib, as trained
+                T + "artifact_sha256": artifact_sha,  # the registry's model.pkl, checked before loading
+                T + "data_sha256": str(card.get("data_sha256")),
+            },
+            model_id=info.model_id,
+        )
+        return str(mv.version)
+
+    def _activate(self, run_id: str) -> None:
+        """Make ``run_id`` MLflow's active run (needed by log_model) without ending it."""
+        active = self.mlflow.active_run()
+        if active is None or active.info.run_id != run_id:
+            if active is not None:
+                self.mlflow.end_run()
+            self.mlflow.start_run(run_id=run_id)
+
+    def find_version(self, model_sha: str) -> str | None:
+        found = self.client.search_model_versions(
+            f"name = '{self.name}' and tags.`{T}model_sha256` = '{model_sha}'"
+        )
+        return str(max(int(v.version) for v in found)) if found else None
+
+    def version(self, version: str):
+        return self.client.get_model_version(self.name, str(version))
+
+    def champion(self):
+        """The champion's ModelVersion, or None when there is none yet."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, self.alias)
+        except MlflowException:
+            return None
+
+    def load(self, version: str):
+        """Download a version's model and load it, after checking its sha256 against the registry's tag."""
+        import pickle
+
+        mv = self.version(version)
+        expected = mv.tags.get(T + "artifact_sha256")
+        where = f"{self.name} v{mv.version}"
+        try:
+            local = Path(self.mlflow.artifacts.download_artifacts(mv.source)) / "model.pkl"
+            data = local.read_bytes()
+        except Exception as e:  # noqa: BLE001 - any failure to fetch is the same problem for the user
+            raise TrackingError(f"{where}: its model artifact cannot be read ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:200]}); nothing was promoted") from None
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if expected != actual:
+            raise TrackingError(f"{where}: model artifact sha256 {actual} does not match the registry's "
+                                f"{expected}; refusing to load it, nothing was promoted")
+        return pickle.loads(data)
+
+    def tag_version(self, version: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(self.name, str(version), T + k, str(v))
+
+    @contextlib.contextmanager
+    def promotion_lock(self) -> Iterator[None]:
+        """Serialise promotions of this model on this host (all workspaces, all processes)."""
+        import fcntl
+
+        key = hashlib.sha256(f"{self.uri}\0{self.name}".encode()).hexdigest()[:16]
+        lock_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlci" / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(lock_dir / f"promote-{key}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def set_champion(self, version: str, reason: str, by: str | None = None) -> None:
+        self.client.set_registered_model_alias(self.name, self.alias, str(version))
+        self.tag_version(version, {"promoted_at": _now(), "promoted_by": by or who(), "promotion_reason": reason})
+
+    def promote_if_better(
+        self,
+        version: str,
+        gate_champion: str | None,
+        value: float,
+        champion_value: Callable[[str], float],
+    ) -> dict:
+        """Compare-and-set the champion alias to ``version``.
+
+        ``gate_champion`` is the champion the gate compared against. If another run moved the
+        alias since, ``version`` must be at least as good as the new champion on
+        ``compare_metric`` (measured by ``champion_value`` on the same rows), or it stays put.
+        """
+        with self.promotion_lock():
+            current = self.champion()
+            current_v = str(current.version) if current else None
+            if current_v == str(version):
+                return {"promoted": True, "champion": current_v, "note": "already the champion"}
+            if current_v != gate_champion and current_v is not None:
+                theirs = champion_value(current_v)
+                better = value >= theirs if self.greater_is_better else value <= theirs
+                if not better:
+                    note = (f"champion moved to v{current_v} meanwhile and is better "
+                            f"({self.compare_metric} {theirs:.4f} vs {value:.4f}); not promoted")
+                    self.tag_version(version, {"promotion": note})
+                    return {"promoted": False, "champion": current_v, "note": note}
+            self.set_champion(version, "gate passed")
+            return {"promoted": True, "champion": str(version), "previous": current_v}
+
+    def rollback(self, reason: str) -> tuple[str, str]:
+        """Move the champion back to the version promoted before the current one."""
+        current = self.champion()
+        if current is None:
+            raise PrerequisiteError(f"{self.name} has no {self.alias} to roll back")
+        earlier = [
+            v for v in self.client.search_model_versions(f"name = '{self.name}'")
+            if v.tags.get(T + "promoted_at") and int(v.version) != int(current.version)
+            and v.tags.get(T + "promoted_at") <= current.tags.get(T + "promoted_at", "~")
+        ]
+        if not earlier:
+            raise PrerequisiteError(f"{self.name} v{current.version} is the only version ever promoted; nothing to roll back to")
+        target = max(earlier, key=lambda v: (v.tags[T + "promoted_at"], int(v.version)))
+        self.client.set_registered_model_alias(self.name, self.alias, str(target.version))
+        self.tag_version(str(target.version), {"promoted_at": _now(), "promoted_by": who(),
+                                               "promotion_reason": f"rollback from v{current.version}: {reason}"})
+        self.tag_version(str(current.version), {"rolled_back_at": _now(), "rollback_reason": reason})
+        return str(current.version), str(target.version)
+
+    # -- history ------------------------------------------------------------------------------
+
+    def runs(self, limit: int = 20):
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            return []
+        return self.client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
+                                       max_results=limit)
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _pid_start(pid: int) -> str | None:
+    """The process's start time (from /proc), so a reused pid is not mistaken for the original."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not start or _pid_start(pid) == start
+
+
+def flatten_params(sections: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("split", "preprocess", "train"):
+        for k, v in sections[name].items():
+            out[f"{name}.{k}"] = v
+    out["gate.rules"] = json.dumps(sections["gate"]["rules"])
+    out["dataset"] = sections["dataset"]["name"]
+    return out
+
+
+def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | None = None):
+    """A run from a reference: a run id (or unique prefix), a model version (``3``, ``v3``),
+    a git revision, ``latest`` or ``champion``."""
+    ref = ref or default
+    client = registry.client
+    if ref == "champion":
+        mv = registry.champion()
+        if mv is None:
+            raise PrerequisiteError(f"{registry.name} has no {registry.alias} yet")
+        return client.get_run(mv.run_id), f"{registry.alias} (v{mv.version})"
+    runs = registry.runs(limit=500)
+    if ref == "latest":
+        pipeline_runs = [r for r in runs if r.data.tags.get(T + "command") == "run"] or runs
+        if not pipeline_runs:
+            raise PrerequisiteError(f"no runs in experiment {registry.experiment!r} yet")
+        return pipeline_runs[0], f"latest ({pipeline_runs[0].info.run_id[:8]})"
+    digits = ref[1:] if ref[:1] in "vV" and ref[1:].isdigit() else ref
+    if digits.isdigit() and len(digits) < 8:
+        try:
+            mv = registry.version(digits)
+        except Exception:  # noqa: BLE001
+            raise PrerequisiteError(f"{registry.name} has no version {digits}") from None
+        return client.get_run(mv.run_id), f"v{digits}"
+    matches = [r for r in runs if r.info.run_id.startswith(ref.lower())] if len(ref) >= 6 else []
+    if len(matches) == 1:
+        return matches[0], ref[:8]
+    if len(matches) > 1:
+        raise PrerequisiteError(f"run id prefix {ref!r} is ambiguous")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=cwd, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        raise PrerequisiteError(f"{ref!r} is not a run id, a model version or a git revision") from None
+    for r in runs:
+        if r.data.tags.get(T + "git_commit") == commit:
+            return r, f"{ref} ({commit[:7]})"
+    raise PrerequisiteError(f"no tracked run at git revision {ref} ({commit[:7]})")
+
+
+def run_row(r) -> dict:
+    tags, m = r.data.tags, r.data.metrics
+    commit = tags.get(T + "git_commit", "")
+    return {
+        "run_id": r.info.run_id,
+        "command": tags.get(T + "command", ""),
+        "start_time": _iso(r.info.start_time),
+        "status": r.info.status,
+        "git_commit": commit,
+        "git_dirty": tags.get(T + "git_dirty") == "true",
+        "cached": tags.get(T + "cached") == "true",
+        "validation_acc": m.get("validation_acc"),
+        "validation_roc_auc": m.get("validation_roc_auc"),
+        "test_acc": m.get("test_acc"),
+        "test_roc_auc": m.get("test_roc_auc"),
+        "gate": tags.get(T + "gate"),
+        "model_version": tags.get(T + "model_version"),
+        "promoted": tags.get(T + "promoted") == "true",
+    }
+
+
+def diff(a, b) -> dict:
+    """Metrics and parameters of two runs side by side, with B - A."""
+    metrics = {}
+    for k in sorted(set(a.data.metrics) | set(b.data.metrics)):
+        va, vb = a.data.metrics.get(k), b.data.metrics.get(k)
+        metrics[k] = {"a": va, "b": vb, "change": None if va is None or vb is None else round(vb - va, 6)}
+    params = {}
+    for k in sorted(set(a.data.params) | set(b.data.params)):
+        va, vb = a.data.params.get(k), b.data.params.get(k)
+        if va != vb:
+            params[k] = {"a": va, "b": vb}
+    return {"a": a.info.run_id, "b": b.info.run_id, "metrics": metrics, "params": params}
+
+
+def _iso(ms: int | None) -> str:
+    import datetime as dt
+
+    return "" if not ms else dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="seconds")
