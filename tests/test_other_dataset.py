@@ -105,9 +105,9 @@ def test_model_takes_raw_records_and_unseen_categories(workspace):
               "native_country": "United-States"}
     unseen = {**record, "native_country": "Atlantis", "workclass": None}
     probe = (
-        "import sys, json, joblib, pandas as pd\n"
+        "import sys, json, pickle, pandas as pd\n"
         "sys.modules['mlci'] = None  # loading must not need our package\n"
-        "m = joblib.load('models/model.joblib')\n"
+        "m = pickle.load(open('models/model.pkl', 'rb'))\n"
         f"rows = pd.DataFrame([{record!r}, {unseen!r}])\n"
         "print(json.dumps({'classes': list(m.classes_), 'p': m.predict_proba(rows)[:, 1].tolist()}))\n"
     )

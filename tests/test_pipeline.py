@@ -184,7 +184,7 @@ def test_predict_keeps_every_row_in_order(workspace):
 
 def test_tampered_model_is_refused(workspace):
     assert cli("run").exit_code == 0
-    with open(workspace / "models" / "model.joblib", "ab") as fh:
+    with open(workspace / "models" / "model.pkl", "ab") as fh:
         fh.write(b"\0")
     result = cli("predict", str(workspace / "data" / "raw" / "adult.data"), "-o", "x.csv")
     assert result.exit_code == errors.PREREQUISITE

@@ -166,30 +166,57 @@ def test_unreachable_server_fails_before_any_work(tracked):
     assert result.stderr.count("\n") == 1 and outputs(tracked) == []
 
 
-def test_killed_run_is_marked_failed_by_the_next(tracked):
-    proc = subprocess.Popen([sys.executable, "-m", "mlci", "run"], cwd=tracked, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**__import__("os").environ})
+def _start_and_kill(ws: Path, whole_group: bool) -> None:
+    import os
+
+    proc = subprocess.Popen([sys.executable, "-m", "mlci", "run"], cwd=ws, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     for line in proc.stderr:
         if line.startswith("train ..."):
             break
-    proc.send_signal(signal.SIGKILL)
+    if whole_group:  # let the tracking worker create its run first
+        deadline = time.time() + 60
+        while not runs(ws) and time.time() < deadline:
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def wait_for_status(ws: Path, run_id: str, status: str, timeout: float = 60) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        now = client(ws).get_run(run_id).info.status
+        if now == status:
+            return now
+        time.sleep(0.5)
+    return now
+
+
+def test_killed_pipeline_is_marked_failed_at_once_by_its_worker(tracked):
+    _start_and_kill(tracked, whole_group=False)
+    deadline = time.time() + 60
+    while not runs(tracked) and time.time() < deadline:  # the orphaned worker may still be starting
+        time.sleep(0.5)
+    (killed,) = runs(tracked)
+    assert wait_for_status(tracked, killed.info.run_id, "FAILED") == "FAILED"
+
+
+def test_run_left_running_is_marked_failed_by_the_next(tracked):
+    _start_and_kill(tracked, whole_group=True)  # the pipeline and its tracking worker die together
     (killed,) = runs(tracked)
     assert killed.info.status == "RUNNING"
     assert cli("run").exit_code == 0
-    assert client(tracked).get_run(killed.info.run_id).info.status == "FAILED"
+    after = client(tracked).get_run(killed.info.run_id)
+    assert after.info.status == "FAILED" and after.data.tags["mlci.failure"]
 
 
 def test_corrupt_champion_artifact_stops_promotion(tracked):
     assert cli("run").exit_code == 0
-    mv = client(tracked).get_model_version("adult-income", "1")
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{tracked / 'mlflow.db'}")
-    pkl = Path(mlflow.artifacts.download_artifacts(mv.source)).resolve()
-    stored = next((tracked / "mlartifacts").rglob("model.pkl"))
+    (stored,) = (tracked / "mlartifacts").rglob("model.pkl")  # the registry's copy of v1
     stored.write_bytes(stored.read_bytes() + b"tampered")
-    assert pkl.exists()
     result = cli("run", "-S", "train.n_estimators=300")
     assert result.exit_code == errors.TRACKING
     assert "does not match the registry's" in result.stderr

@@ -92,7 +92,7 @@ def _stage_command(name: str, doc: str):
         from . import pipeline
 
         s, params = _context(ctx, overrides)
-        with pipeline.workspace_lock(s, wait), _Tracked(name, s, params, enabled=not no_track) as tracked:
+        with pipeline.workspace_lock(s, wait), _Tracked(name, ctx, overrides, s, enabled=not no_track) as tracked:
             try:
                 result = pipeline.run_stage(name, s, params, click.echo, tracked.champion)
             except errors.MlciError as e:
@@ -107,40 +107,76 @@ def _stage_command(name: str, doc: str):
     return command
 
 
-class _Tracked:
-    """Begin an MLflow run before the work and finish it after; a no-op with --no-track."""
+class _ChampionProxy:
+    """What the gate needs to know of the champion, asked of the tracking worker when needed."""
 
-    def __init__(self, command: str, s, params, enabled: bool):
-        self.command, self.s, self.params, self.enabled = command, s, params, enabled
-        self.registry = self.run_id = self.champion = None
+    def __init__(self, worker, s):
+        self.worker = worker
+        self.worker_settings = s
+        self._metrics: dict | None = None
+
+    @property
+    def version(self) -> str | None:
+        return self.worker.begun()["champion"]
+
+    def metrics(self) -> dict:
+        """The champion's metrics on our validation rows: the worker fetches and verifies the
+        model, this process (which has scikit-learn loaded already) scores it."""
+        if self._metrics is None:
+            from .recording import champion_metrics
+            from .tracking import load_pickle
+
+            got = self.worker.call("champion_model", version=self.version)
+            model = load_pickle(got["path"], got["sha256"], f"champion v{self.version}")
+            self._metrics = champion_metrics(self.worker_settings, model)
+        return self._metrics
+
+
+class _Tracked:
+    """Begin an MLflow run before the work and finish it after; a no-op with --no-track.
+
+    The MLflow side runs in a helper process (``tracking_worker``) started here, so its
+    start-up overlaps the pipeline's work instead of adding to it.
+    """
+
+    def __init__(self, command: str, ctx: click.Context, overrides: tuple[str, ...], s, enabled: bool):
+        self.command, self.ctx, self.overrides, self.s, self.enabled = command, ctx, overrides, s, enabled
+        self.worker = self.champion = None
         self.summary: dict | None = None
         self.pending = False
 
     def __enter__(self) -> "_Tracked":
         if self.enabled:
-            from . import recording
+            from .tracking import check_reachable, tracking_uri
+            from .tracking_worker import start
 
-            self.registry, self.run_id = recording.begin(self.command, self.s, self.params)
+            check_reachable(tracking_uri())  # fail fast, before any work
+            self.worker = start(self.command, self.ctx.obj.get("params_file"), list(self.overrides))
             self.pending = True
             if self.command in ("gate", "run"):
-                self.champion = recording.Champion(self.registry, self.s)
+                self.champion = _ChampionProxy(self.worker, self.s)
         return self
 
     def finish(self, statuses: dict[str, str], error: str | None = None) -> None:
         if not self.pending:
             return
-        from . import pipeline, recording
+        from . import pipeline
 
         self.pending = False
-        self.summary = recording.finish(self.registry, self.run_id, self.s, self.params, statuses,
-                                        self.champion, error)
+        self.summary = self.worker.call("finish", statuses=statuses, error=error)["summary"]
         if self.summary.get("promoted") and self.summary.get("champion"):
             pipeline.note_promoted(self.s, self.summary["champion"])
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self.worker is None:
+            return
         if self.pending:  # interrupted or crashed before finish(): never leave the run RUNNING
             self.pending = False
-            self.registry.end_run(self.run_id, "KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+            try:
+                self.worker.call("abort", status="KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+            except errors.MlciError:
+                pass
+        self.worker.close()
 
     def report(self) -> None:
         if self.summary:
@@ -194,7 +230,7 @@ def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bo
         elif kind == "failed":
             err.print(f"[red]✗[/] {name}")
 
-    with pipeline.workspace_lock(s, wait), _Tracked("run", s, params, enabled=not no_track) as tracked:
+    with pipeline.workspace_lock(s, wait), _Tracked("run", ctx, overrides, s, enabled=not no_track) as tracked:
         result = pipeline.run(s, params, force=force, on_event=on_event, echo=echo, champion=tracked.champion)
         tracked.finish({r.name: r.status for r in result.stages}, result.error)
 

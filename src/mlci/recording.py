@@ -32,13 +32,16 @@ class Champion:
         return self._metrics
 
     def metrics_of(self, version: str) -> dict:
-        from .stages import validation_metrics
+        return champion_metrics(self.s, self.registry.load(version))
 
-        model = self.registry.load(version)
-        card = read_json(self.s.model_card_path)  # the candidate's card: target and label names
-        features = list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else card["features"]
-        target = card["dataset"]["target"]
-        return validation_metrics(self.s, model, card["positive_label"], features, target)
+
+def champion_metrics(s: S.Settings, model) -> dict:
+    """Any model's metrics on this workspace's validation rows, named like train_metadata.json's."""
+    from .stages import validation_metrics
+
+    card = read_json(s.model_card_path)  # the candidate's card: target and label names
+    features = list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else card["features"]
+    return validation_metrics(s, model, card["positive_label"], features, card["dataset"]["target"])
 
 
 def begin(command: str, s: S.Settings, params: Resolved) -> tuple[Registry, str]:
@@ -111,10 +114,11 @@ def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict
     card = read_json(s.model_card_path)
     version = registry.find_version(card["sha256"])
     if version is None:
-        from .stages import example_rows, load_model
+        from .fileio import file_hash
 
-        model, _ = load_model(s.model_dir)
-        version = registry.register(run_id, model, card, example_rows(s, card))
+        if file_hash(s.model_path) != card["sha256"]:
+            raise TrackingError(f"{s.model_path}: does not match {s.model_card_path}; not registered")
+        version = registry.register(run_id, s.model_path, card)
     registry.log(run_id, {}, {}, {"model_version": version})
     out = {"model": registry.name, "version": version, "promoted": False}
     if gate is None:

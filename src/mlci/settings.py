@@ -25,7 +25,7 @@ TEST_METADATA = "test_metadata.json"
 PREPROCESS_METADATA = "preprocess_metadata.json"
 GATE_FILE = "gate.json"
 REJECTS_FILE = "rejects.csv"
-MODEL_FILE = "model.joblib"
+MODEL_FILE = "model.pkl"  # the fitted sklearn Pipeline, pickled (MLflow's sklearn flavour reads it as is)
 MODEL_CARD = "model.json"
 SPLITS = ("train", "validation", "test")
 

@@ -19,7 +19,7 @@ import pandas as pd
 from . import settings as S
 from .errors import DataError, PrerequisiteError, RejectLimitError
 from .gate import gate  # noqa: F401  (a stage like the others)
-from .fileio import atomic_path, file_hash, read_json, write_json
+from .fileio import atomic_path, bytes_hash, file_hash, read_json, write_json
 from .gate import now as _now
 from .load import describe_rejects, load_table
 from .metrics import binary_metrics
@@ -114,7 +114,7 @@ def _versions() -> dict[str, str]:
 
 def train(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
     """Fit the model on the train split; measure it on the validation split (never on fitted rows)."""
-    import joblib
+    import pickle
 
     ds = params.dataset_def(s.params_file.parent)
     tr, va = _read_split(s, "train"), _read_split(s, "validation")
@@ -132,11 +132,11 @@ def train(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
     metrics = binary_metrics(np.asarray(va[ds.target] == ds.positive_label), proba)
 
     with atomic_path(s.model_path) as tmp:
-        joblib.dump(model, tmp)
+        tmp.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
     model_sha = file_hash(s.model_path)
     data_sha = _data_sha(s)
     card = {
-        "format": "sklearn-pipeline/joblib",
+        "format": "sklearn-pipeline/pickle",
         "file": S.MODEL_FILE,
         "sha256": model_sha,
         "positive_label": ds.positive_label,
@@ -172,21 +172,25 @@ def _data_sha(s: S.Settings) -> str | None:
 
 
 def load_model(model_dir: Path):
-    """Load the model after checking its sha256 against the card written at training time."""
-    import joblib
+    """Load the model after checking its sha256 against the card written at training time.
+
+    A pickle is code: the bytes that were hashed are the bytes that get unpickled.
+    """
+    import pickle
 
     card_path = model_dir / S.MODEL_CARD
     model_path = model_dir / S.MODEL_FILE
     if not card_path.exists() or not model_path.exists():
         raise PrerequisiteError(f"{model_dir}: no trained model; run `mlci train` first")
     card = read_json(card_path)
-    actual = file_hash(model_path)
+    data = model_path.read_bytes()
+    actual = bytes_hash(data)
     if actual != card.get("sha256"):
         raise PrerequisiteError(
             f"{model_path}: sha256 {actual} does not match {card_path} ({card.get('sha256')}); "
             "refusing to load a model that was changed after training"
         )
-    return joblib.load(model_path), card
+    return pickle.loads(data), card
 
 
 def test(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
@@ -256,9 +260,3 @@ def validation_metrics(s: S.Settings, model, positive_label: str, features: list
     proba = predict_proba(model, va[features], positive_label)
     metrics = binary_metrics(np.asarray(va[target] == positive_label), proba)
     return {f"validation_{k}": v for k, v in metrics.items()}
-
-
-def example_rows(s: S.Settings, card: dict, n: int = 5) -> pd.DataFrame:
-    """A few validation rows in the raw schema: MLflow's input example (and signature) for the model."""
-    rows = _read_split(s, "validation")[card["features"]].head(n)
-    return rows.astype({c: object for c in rows.columns if isinstance(rows[c].dtype, pd.CategoricalDtype)})

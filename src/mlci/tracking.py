@@ -197,32 +197,33 @@ class Registry:
             with contextlib.suppress(MlflowException):  # created concurrently
                 self.client.create_registered_model(self.name, description="Registered by mlci.")
 
-    def register(self, run_id: str, model, card: dict, example) -> str:
-        """Log ``model`` with the sklearn flavour in ``run_id`` and register it as a new version."""
-        import mlflow.sklearn
+    def register(self, run_id: str, model_file: Path, card: dict) -> str:
+        """Log the pickled model as an MLflow model (sklearn flavour) of ``run_id``; register a version.
+
+        ``mlflow.sklearn.log_model`` would need the unpickled object, i.e. importing scikit-learn
+        here (2 s of the tracking process's time, measured); the pickle is already written, so
+        this builds the same MLmodel with MLflow's own Model API around the very same bytes.
+        """
+        import shutil
+        import tempfile
 
         self.ensure_registered_model()
-        self._activate(run_id)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            # Explicit, so MLflow does not spend seconds inferring them.
-            pip_requirements=[f"{pkg}=={ver}" for pkg, ver in card["versions"].items() if pkg != "mlci"],
-            serialization_format="pickle",
-            input_example=example,
-        )
-        local = Path(self.mlflow.artifacts.download_artifacts(info.model_uri)) / "model.pkl"
-        artifact_sha = "sha256:" + hashlib.sha256(local.read_bytes()).hexdigest()
+        experiment_id = self.client.get_run(run_id).info.experiment_id
+        logged = self.client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
+        with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
+            shutil.copyfile(model_file, Path(tmp) / "model.pkl")
+            _write_mlflow_model(Path(tmp), card, run_id, logged.model_id)
+            self.client.log_model_artifacts(logged.model_id, tmp)
+        self.client.finalize_logged_model(logged.model_id, "READY")
         mv = self.client.create_model_version(
             self.name,
-            source=info.model_uri,
+            source=f"models:/{logged.model_id}",
             run_id=run_id,
             tags={
-                T + "model_sha256": card["sha256"],  # the local model.joblib, as trained
-                T + "artifact_sha256": artifact_sha,  # the registry's model.pkl, checked before loading
+                T + "model_sha256": card["sha256"],  # model.pkl, as trained: checked before every load
                 T + "data_sha256": str(card.get("data_sha256")),
             },
-            model_id=info.model_id,
+            model_id=logged.model_id,
         )
         return str(mv.version)
 
@@ -252,12 +253,10 @@ class Registry:
         except MlflowException:
             return None
 
-    def load(self, version: str):
-        """Download a version's model and load it, after checking its sha256 against the registry's tag."""
-        import pickle
-
+    def fetch(self, version: str) -> Path:
+        """Download a version's model.pkl; check its sha256 against the registry's tag; return its path."""
         mv = self.version(version)
-        expected = mv.tags.get(T + "artifact_sha256")
+        expected = mv.tags.get(T + "model_sha256")
         where = f"{self.name} v{mv.version}"
         try:
             local = Path(self.mlflow.artifacts.download_artifacts(mv.source)) / "model.pkl"
@@ -265,11 +264,13 @@ class Registry:
         except Exception as e:  # noqa: BLE001 - any failure to fetch is the same problem for the user
             raise TrackingError(f"{where}: its model artifact cannot be read ({type(e).__name__}: "
                                 f"{str(e).splitlines()[0][:200]}); nothing was promoted") from None
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if expected != actual:
-            raise TrackingError(f"{where}: model artifact sha256 {actual} does not match the registry's "
-                                f"{expected}; refusing to load it, nothing was promoted")
-        return pickle.loads(data)
+        check_sha256(data, expected, where)
+        return local
+
+    def load(self, version: str):
+        """A version's model, loaded only after its sha256 matched (a pickle is code)."""
+        return load_pickle(self.fetch(version), self.version(version).tags.get(T + "model_sha256"),
+                           f"{self.name} v{version}")
 
     def tag_version(self, version: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():
@@ -347,6 +348,50 @@ class Registry:
             return []
         return self.client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
                                        max_results=limit)
+
+
+def _write_mlflow_model(path: Path, card: dict, run_id: str, model_id: str) -> None:
+    """MLmodel, environment files and a signature from the declared schema, next to model.pkl."""
+    import platform
+
+    import yaml
+    from mlflow import pyfunc
+    from mlflow.models import Model
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    types = {c["name"]: c["type"] for c in card["dataset"]["columns"]}
+    inputs = Schema([ColSpec("string" if types[f] == "categorical" else "double", f) for f in card["features"]])
+    model = Model(run_id=run_id, model_id=model_id)
+    pyfunc.add_to_model(model, loader_module="mlflow.sklearn", model_path="model.pkl",
+                        conda_env="conda.yaml", python_env="python_env.yaml", predict_fn="predict")
+    model.add_flavor("sklearn", pickled_model="model.pkl", sklearn_version=card["versions"]["scikit-learn"],
+                     serialization_format="pickle", code=None)
+    model.signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string")]))
+    model.save(str(path / "MLmodel"))
+    reqs = [f"{pkg}=={ver}" for pkg, ver in card["versions"].items() if pkg != "mlci"]
+    (path / "requirements.txt").write_text("\n".join(reqs) + "\n")
+    python = platform.python_version()
+    (path / "python_env.yaml").write_text(yaml.safe_dump(
+        {"python": python, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}))
+    (path / "conda.yaml").write_text(yaml.safe_dump(
+        {"name": "mlflow-env", "channels": ["conda-forge"], "dependencies": [f"python={python}", "pip", {"pip": reqs}]}))
+
+
+def check_sha256(data: bytes, expected: str | None, where: str) -> None:
+    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    if expected != actual:
+        raise TrackingError(f"{where}: model artifact sha256 {actual} does not match the registry's "
+                            f"{expected}; refusing to load it, nothing was promoted")
+
+
+def load_pickle(path: Path, expected: str | None, where: str):
+    """Read once, check, then unpickle the very bytes that were checked."""
+    import pickle
+
+    data = Path(path).read_bytes()
+    check_sha256(data, expected, where)
+    return pickle.loads(data)
 
 
 def _now() -> str:
