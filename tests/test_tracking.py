@@ -132,7 +132,13 @@ def test_promote_and_rollback_record_reason_and_who(tracked):
 
 
 def test_runs_and_diff(tracked):
+    git = lambda *a: subprocess.run(["git", *a], cwd=tracked, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "start")
     assert cli("run").exit_code == 0
+    first = runs(tracked)[0].data.tags
+    head = git("rev-parse", "HEAD").stdout.decode().strip()
+    assert first["mlci.git_commit"] == head and first["mlci.git_dirty"] == "false"
     assert cli("run", "-S", "train.learning_rate=0.1", "-S", GATE_FAIL).exit_code == errors.GATE_FAILED
     table = json.loads(cli("runs", "--json").stdout)
     assert len(table) == 2 and table[0]["model_version"] == "2" and table[1]["promoted"] is True
@@ -147,6 +153,8 @@ def test_runs_and_diff(tracked):
     assert md.startswith("### Model metrics: v1 → v2") and "| train.learning_rate | 0.05 | 0.1 |" in md
     by_prefix = json.loads(cli("diff", table[1]["run_id"][:8], table[0]["run_id"], "--json").stdout)
     assert by_prefix["a"] == table[1]["run_id"]
+    by_git = json.loads(cli("diff", "HEAD", "v1", "--json").stdout)  # the latest run at HEAD vs v1
+    assert by_git["a"] == table[0]["run_id"] and by_git["b"] == table[1]["run_id"]
     bad = cli("diff", "no-such-thing", "--json")
     assert bad.exit_code == errors.PREREQUISITE and "not a run id, a model version or a git revision" in bad.stderr
 

@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from . import settings as S
@@ -55,16 +56,13 @@ class Session:
         return {"path": str(path), "sha256": self.registry.version(version).tags.get("mlci.model_sha256")}
 
     def warm_up(self) -> None:
-        """While the pipeline trains: fetch the champion, import what registering needs. Never
-        scikit-learn: this process only moves verified bytes (the pipeline scores models)."""
-        if self.champion is not None and self.champion.version is not None:
-            try:
-                self.registry.fetch(self.champion.version)
-            except MlciError:
-                pass  # reported when the gate asks for it
-        # What registering needs, imported ahead of time.
-        import mlflow.models  # noqa: F401
-        import mlflow.pyfunc  # noqa: F401
+        """While the pipeline trains: import what registering a model needs. Never scikit-learn:
+        this process only moves verified bytes (the pipeline process scores models)."""
+        try:
+            import mlflow.models  # noqa: F401
+            import mlflow.pyfunc  # noqa: F401
+        except Exception:  # noqa: BLE001 - only a head start; the real import reports errors
+            pass
 
     def finish(self, statuses: dict[str, str], error: str | None) -> dict:
         from . import recording
@@ -102,8 +100,8 @@ def serve() -> int:
                 session = Session(args["command"], args["params_file"], args["overrides"])
             result = getattr(session, op)(**req)
             reply({"ok": True, **result})
-            if op == "begin":
-                session.warm_up()
+            if op == "begin":  # in the background: a cached run's finish must not wait for it
+                threading.Thread(target=session.warm_up, daemon=True).start()
         except MlciError as e:
             reply({"ok": False, "error": e.message, "exit_code": e.exit_code})
         except Exception as e:  # noqa: BLE001 - reported to the pipeline as one line
