@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from conftest import ROOT, cli, kaggle_csv, outputs, run_mlci
 
 from mlci import errors
@@ -228,7 +227,7 @@ def test_killed_run_leaves_previous_outputs_and_recovers(workspace):
     assert proc.returncode == -signal.SIGKILL
     status = cli("status").stdout
     assert "preprocess: up to date" in status and "train: stale" in status
-    for rel, data in before.items():
+    for rel in before:
         now = workspace / rel
         assert now.exists(), rel
         if rel.endswith(".json"):

@@ -188,7 +188,7 @@ def _tracking_line(summary: dict) -> str:
     if "version" in summary:
         line += f"; {summary['model']} v{summary['version']}"
         if summary.get("promoted"):
-            line += f" is the champion"
+            line += " is the champion"
         if summary.get("note"):
             line += f" ({summary['note']})"
     return line

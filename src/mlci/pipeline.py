@@ -253,7 +253,7 @@ def run(
     code = code_hash()
     stale = force
     todo = STAGES[: STAGE_NAMES.index(until) + 1]
-    for i, st in enumerate(todo):
+    for st in todo:
         started = time.perf_counter()
         recorded = read_lock(s.lock_path).get(st.name)
         if not stale and is_up_to_date(st, s, params, code, recorded, champion):
