@@ -203,7 +203,9 @@ def test_concurrent_runs_never_interleave(workspace):
     """Two real processes: the second waits for the first, then finds everything up to date."""
     first = subprocess.Popen([sys.executable, "-m", "mlci", "run", "--json"], cwd=workspace,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)
+    # The first holds the workspace lock once it reports its first stage.
+    started = first.stderr.readline()
+    assert started.startswith("preprocess ..."), started
     second = run_mlci("run", "--json", "--wait", "300", cwd=workspace)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
@@ -221,7 +223,7 @@ def test_killed_run_leaves_previous_outputs_and_recovers(workspace):
     for line in proc.stderr:
         if line.startswith("train ..."):
             break
-    time.sleep(0.3)
+    time.sleep(0.1)  # the stage has voided its lock record; fitting takes about a second
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL

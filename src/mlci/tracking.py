@@ -400,12 +400,18 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _pid_start(pid: int) -> str | None:
-    """The process's start time (from /proc), so a reused pid is not mistaken for the original."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state first), or None."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def _pid_start(pid: int) -> str | None:
+    """The process's start time, so a reused pid is not mistaken for the original."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
 
 
 def _pid_alive(pid: int, start: str | None) -> bool:
@@ -415,6 +421,9 @@ def _pid_alive(pid: int, start: str | None) -> bool:
         return False
     except PermissionError:
         return True
+    fields = _proc_stat(pid)
+    if fields and fields[0] in ("Z", "X"):  # a zombie nobody reaped (no init in a container) is dead
+        return False
     return not start or _pid_start(pid) == start
 
 
