@@ -65,7 +65,10 @@ def main(argv: list[str]) -> int:
         if not (BIN / "uv").exists():
             setup()
         sh(BIN / "uv", "pip", "compile", "--quiet", "--python-version", "3.11", "--extra", "dev",
-           "--no-emit-package", "mlci", "pyproject.toml", "-o", LOCK)
+           "--no-emit-package", "mlci", "pyproject.toml", "-o", "requirements.lock")
+        # What the container image installs: the same pins, without test tools.
+        sh(BIN / "uv", "pip", "compile", "--quiet", "--python-version", "3.11", "--no-emit-package", "mlci",
+           "--constraint", "requirements.lock", "pyproject.toml", "-o", "requirements-runtime.lock")
         return 0
     setup()
     if task == "run":

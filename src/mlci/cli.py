@@ -473,3 +473,16 @@ def diff(ctx: click.Context, a: str | None, b: str | None, as_json: bool, as_md:
         for k, v in d["params"].items():
             p.add_row(k, str(v["a"]), str(v["b"]))
         console.print(p)
+
+
+@main.command()
+def idle() -> None:
+    """Do nothing until stopped: keeps a container up for the tutorial's `docker container exec` steps."""
+    import signal
+    import time
+
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
+    while not stop:
+        time.sleep(0.2)
