@@ -58,3 +58,6 @@ WORKDIR /data
 USER 10001:10001
 ENTRYPOINT ["mlci"]
 CMD ["run"]
+
+# ---- serve: the model server (issue 6) goes here, as `FROM pipeline AS serve` with its own
+# CMD and HEALTHCHECK, so `docker build --target serve` shares every layer above.

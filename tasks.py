@@ -5,6 +5,7 @@
     python3 tasks.py test     # set up .venv (with test tools), then run the test suite
     python3 tasks.py bench    # the pipeline benchmark (bench/pipeline.py)
     python3 tasks.py bench-tracking   # what MLflow tracking costs a run (bench/tracking.py)
+    python3 tasks.py bench-container  # image size, build times (bench/container.py; needs DOCKER_HOST)
     python3 tasks.py lock     # re-pin requirements.lock from pyproject.toml
 
 Set-up creates ``.venv`` and installs exactly the versions pinned in
@@ -77,6 +78,8 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest])
     if task == "bench":
         return subprocess.call([str(BIN / "python"), "bench/pipeline.py", *rest])
+    if task == "bench-container":
+        return subprocess.call([str(BIN / "python"), "bench/container.py", *rest])
     if task == "bench-tracking":
         return subprocess.call([str(BIN / "python"), "bench/tracking.py", *rest])
     print(f"unknown task {task!r}\n{__doc__}", file=sys.stderr)
