@@ -6,25 +6,29 @@
 # (find it with `docker buildx imagetools inspect python:3.11-slim`).
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# ---- builder: wheels into a virtualenv --------------------------------------------------
-FROM ${PYTHON_IMAGE} AS builder
+# ---- deps: the third-party packages, in a virtualenv (rebuilt only when the lock changes) ----
+FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 COPY requirements-runtime.lock /build/
-# Dependencies first: a code-only change reuses this layer. Behind a TLS-intercepting proxy,
-# pass its CA bundle as a BuildKit secret (never stored in any layer):
+# Behind a TLS-intercepting proxy, pass its CA bundle as a BuildKit secret (in no layer):
 #   docker build --secret id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt -t adult-model .
+# Bytecode is compiled here once: the image runs with a read-only filesystem and
+# PYTHONDONTWRITEBYTECODE, so it could not be cached later. Test suites are not shipped.
 RUN --mount=type=secret,id=pip_ca,required=false \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
- && /opt/venv/bin/pip install --no-compile -r /build/requirements-runtime.lock
+ && /opt/venv/bin/pip install --no-compile -r /build/requirements-runtime.lock \
+ && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*/*' -exec rm -rf {} + \
+ && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib
+
+# ---- wheel: mlci itself (a code-only change rebuilds from here, in seconds) ----------------
+FROM deps AS wheel
+RUN --mount=type=secret,id=pip_ca,required=false \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
+ && python -m venv /opt/build && /opt/build/bin/pip install --no-compile "setuptools>=77" wheel
 COPY pyproject.toml README.md LICENSE /build/
 COPY src /build/src
-RUN --mount=type=secret,id=pip_ca,required=false \
-    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
- && /opt/venv/bin/pip install --no-deps --no-compile /build \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
- && find /opt/venv -name '__pycache__' -path '*/tests/*' -prune -exec rm -rf {} + \
- && rm -rf /opt/venv/lib/python3*/site-packages/pip* /opt/venv/bin/pip*
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /wheels /build
 
 # ---- pipeline: the final image ------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS pipeline
@@ -47,13 +51,18 @@ ENV PATH=/opt/venv/bin:$PATH \
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1 \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 mlci && useradd --uid 10001 --gid mlci --no-create-home --shell /usr/sbin/nologin mlci \
  && mkdir -p /data/processed /data/model /data/results /data/state /data/mlflow \
  && chmod 1777 /data/processed /data/model /data/results /data/state /data/mlflow
-COPY --from=builder /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
 COPY data/raw/ /data/raw/
 COPY params.yaml /app/params.yaml
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/tmp/wheels \
+    /opt/venv/bin/pip install --no-deps --no-index --no-compile /tmp/wheels/*.whl \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3*/site-packages/mlci \
+ && /opt/venv/bin/python -m pip uninstall -y -q pip
 WORKDIR /data
 USER 10001:10001
 ENTRYPOINT ["mlci"]
