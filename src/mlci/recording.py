@@ -17,19 +17,17 @@ from .tracking import Registry, TrackingError, check_reachable, flatten_params, 
 
 
 class Champion:
-    """The current champion, looked up once; its metrics computed only when the gate needs them."""
+    """The champion when the run began (what the gate compares with), in the tracking process.
+
+    The gate itself scores it in the pipeline process (``cli._ChampionProxy``); ``metrics_of``
+    serves promotion, when the champion moved meanwhile and must be compared again.
+    """
 
     def __init__(self, registry: Registry, s: S.Settings):
         self.registry = registry
         self.s = s
         mv = registry.champion()
         self.version: str | None = str(mv.version) if mv else None
-        self._metrics: dict | None = None
-
-    def metrics(self) -> dict:
-        if self._metrics is None:
-            self._metrics = self.metrics_of(self.version)
-        return self._metrics
 
     def metrics_of(self, version: str) -> dict:
         return champion_metrics(self.s, self.registry.load(version))
