@@ -112,7 +112,7 @@ class _ChampionProxy:
 
     def __init__(self, worker, s):
         self.worker = worker
-        self.worker_settings = s
+        self.s = s
         self._metrics: dict | None = None
 
     @property
@@ -128,7 +128,7 @@ class _ChampionProxy:
 
             got = self.worker.call("champion_model", version=self.version)
             model = load_pickle(got["path"], got["sha256"], f"champion v{self.version}")
-            self._metrics = champion_metrics(self.worker_settings, model)
+            self._metrics = champion_metrics(self.s, model)
         return self._metrics
 
 

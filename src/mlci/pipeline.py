@@ -199,7 +199,7 @@ Event = Callable[[str, str, dict], None]
 def run_stage(name: str, s: S.Settings, params: Resolved, echo: Callable[[str], None], champion=None) -> dict:
     """Run one stage now and record it in the lock file (used by the single-stage commands too).
 
-    ``champion`` (see ``recording.Champion``) is what the gate compares with; None means tracking is off.
+    ``champion`` (see ``cli._ChampionProxy``) is what the gate compares with; None means tracking is off.
     """
     if name == "gate":
         from .gate import gate as fn  # light: no pandas

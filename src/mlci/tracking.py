@@ -164,11 +164,7 @@ class Registry:
         return self.client.create_run(exp, tags=all_tags).info.run_id
 
     def end_run(self, run_id: str, status: str) -> None:
-        active = self.mlflow.active_run()
-        if active is not None and active.info.run_id == run_id:
-            self.mlflow.end_run(status=status)
-        else:
-            self.client.set_terminated(run_id, status)
+        self.client.set_terminated(run_id, status)
 
     def log(self, run_id: str, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str]) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -226,14 +222,6 @@ class Registry:
             model_id=logged.model_id,
         )
         return str(mv.version)
-
-    def _activate(self, run_id: str) -> None:
-        """Make ``run_id`` MLflow's active run (needed by log_model) without ending it."""
-        active = self.mlflow.active_run()
-        if active is None or active.info.run_id != run_id:
-            if active is not None:
-                self.mlflow.end_run()
-            self.mlflow.start_run(run_id=run_id)
 
     def find_version(self, model_sha: str) -> str | None:
         found = self.client.search_model_versions(
