@@ -30,7 +30,7 @@ def statuses(result) -> dict[str, str]:
 def test_full_pipeline_then_incremental_reruns(workspace):
     first = cli("run", "--json")
     assert first.exit_code == 0, first.output
-    assert statuses(first) == dict.fromkeys(("preprocess", "train", "gate", "test"), "ran")
+    assert statuses(first) == dict.fromkeys(("preprocess", "train", "gate", "test", "report"), "ran")
     assert "validation accuracy is higher than the threshold" in first.stderr
 
     train, test = load(workspace, "train_metadata.json"), load(workspace, "test_metadata.json")
@@ -53,9 +53,9 @@ def test_full_pipeline_then_incremental_reruns(workspace):
     assert "validation accuracy is higher than the threshold" in again.stderr
     assert mtimes == {p: (workspace / p).stat().st_mtime_ns for p in outputs(workspace)}
 
-    # A training parameter changed: train, gate and test rerun, preprocess does not.
+    # A training parameter changed: train and everything after it rerun, preprocess does not.
     changed = cli("run", "--json", "-S", "train.n_estimators=50")
-    assert statuses(changed) == {"preprocess": "cached", "train": "ran", "gate": "ran", "test": "ran"}
+    assert statuses(changed) == {"preprocess": "cached", "train": "ran", "gate": "ran", "test": "ran", "report": "ran"}
     assert load(workspace, "train_metadata.json")["validation_acc"] != train["validation_acc"]
 
     # Back to params.yaml: retrain (the lock records what the outputs were made with).
@@ -65,11 +65,16 @@ def test_full_pipeline_then_incremental_reruns(workspace):
 
     # A changed output is noticed: its stage and everything downstream rerun.
     (workspace / "results" / "gate.json").write_text("{}")
-    assert statuses(cli("run", "--json")) == {"preprocess": "cached", "train": "cached", "gate": "ran", "test": "ran"}
+    assert statuses(cli("run", "--json")) == {"preprocess": "cached", "train": "cached", "gate": "ran", "test": "ran",
+                                              "report": "ran"}
+    # Only the report's parameters changed: only the report reruns.
+    assert statuses(cli("run", "--json", "-S", "report.seed=1")) == {
+        "preprocess": "cached", "train": "cached", "gate": "cached", "test": "cached", "report": "ran"}
 
     forced = cli("run", "--json", "--force")
     assert set(statuses(forced).values()) == {"ran"}
-    assert cli("status").stdout.splitlines() == [f"{s}: up to date" for s in ("preprocess", "train", "gate", "test")]
+    assert cli("status").stdout.splitlines() == [
+        f"{s}: up to date" for s in ("preprocess", "train", "gate", "test", "report")]
 
 
 def test_noop_rerun_imports_no_heavy_library(workspace):
@@ -114,12 +119,16 @@ def test_kaggle_csv_through_the_whole_pipeline(workspace, tmp_path):
     assert load(workspace, "test_metadata.json")["test_acc"] >= 0.86
 
 
-def test_failing_gate_stops_before_test(workspace):
+def test_failing_gate_stops_before_test_and_still_reports(workspace):
     result = cli("run", "--json", "-S", 'gate.rules=[{metric: validation_acc, min: 0.99}]')
     assert result.exit_code == errors.GATE_FAILED
     assert "validation accuracy is lower than the threshold, process stopped" in result.stderr
     out = json.loads(result.stdout)
-    assert statuses(result) == {"preprocess": "ran", "train": "ran", "gate": "failed", "test": "not run"}
+    # The report still runs: a failed gate is when reviewers most need it (without the test split).
+    assert statuses(result) == {"preprocess": "ran", "train": "ran", "gate": "failed", "test": "not run",
+                                "report": "ran"}
+    report = load(workspace, "report.json")
+    assert list(report["metrics"]) == ["validation"] and "the gate did not pass" in report["test_note"]
     assert out["gate"]["passed"] is False and out["gate"]["rules"][0]["threshold"] == 0.99
     assert "gate failed: validation_acc" in out["error"]
     assert not (workspace / "results" / "test_metadata.json").exists()
@@ -144,6 +153,9 @@ def test_stages_one_by_one_like_the_tutorial(workspace):
     gate = cli("gate")
     assert gate.exit_code == 0 and gate.stdout.startswith("validation accuracy is higher than the threshold\n")
     assert cli("test").exit_code == 0
+    report = cli("report")
+    assert report.exit_code == 0 and (workspace / "results" / "report.html").exists()
+    assert json.loads(report.stdout)["figures_split"] == "test"
     # Stage commands record their work, so a following run has nothing to do.
     result = cli("run", "--json")
     assert set(statuses(result).values()) == {"cached"}

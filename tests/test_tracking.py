@@ -65,7 +65,10 @@ def test_run_is_recorded_registered_and_promoted(tracked):
     assert t["mlci.gate"] == "passed" and t["mlci.cached"] == "false" and t["mlci.command"] == "run"
     names = {a.path for a in client(tracked).list_artifacts(run.info.run_id, "mlci")}
     assert {"mlci/train_metadata.json", "mlci/gate.json", "mlci/test_metadata.json", "mlci/mlci.lock",
-            "mlci/params.yaml", "mlci/preprocess_metadata.json"} <= names
+            "mlci/params.yaml", "mlci/preprocess_metadata.json", "mlci/junit.xml"} <= names
+    reports = {a.path for a in client(tracked).list_artifacts(run.info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/report.json", "report/plots"} <= reports
+    assert len(client(tracked).list_artifacts(run.info.run_id, "report/plots")) == 5
     assert champion(tracked) == "1"
     # MLflow's own tools load the champion and score raw records.
     import mlflow
@@ -94,6 +97,13 @@ def test_failing_gate_registers_but_does_not_promote(tracked):
     assert "validation_acc" in json.loads(v2.tags["mlci.failed_rules"])[0]
     assert champion(tracked) == "1"
     assert runs(tracked)[0].data.tags["mlci.gate"] == "failed"
+    # The report compares the failed candidate with the champion on the same validation rows.
+    report = json.loads((tracked / "results" / "report.json").read_text())
+    champ_auc = runs(tracked)[1].data.metrics["validation_roc_auc"]
+    assert report["champion"]["version"] == "1"
+    assert report["champion"]["metrics"]["validation"]["roc_auc"] == pytest.approx(champ_auc, abs=1e-6)
+    md = (tracked / "results" / "report.md").read_text()
+    assert "Champion v1 scored on the same rows" in md and "| ROC-AUC | " in md
 
 
 def test_relative_rules_compare_with_the_champion_on_the_same_rows(tracked):

@@ -114,21 +114,29 @@ class _ChampionProxy:
         self.worker = worker
         self.s = s
         self._metrics: dict | None = None
+        self._model: tuple | None = None
 
     @property
     def version(self) -> str | None:
         return self.worker.begun()["champion"]
 
-    def metrics(self) -> dict:
-        """The champion's metrics on our validation rows: the worker fetches and verifies the
-        model, this process (which has scikit-learn loaded already) scores it."""
-        if self._metrics is None:
-            from .recording import champion_metrics
+    def model(self) -> tuple[object, dict]:
+        """The champion's model and its sha256 (``{"sha256": ...}``): the worker fetches and
+        verifies the file, this process (which has scikit-learn loaded already) unpickles it."""
+        if self._model is None:
             from .tracking import load_pickle
 
             got = self.worker.call("champion_model", version=self.version)
-            model = load_pickle(got["path"], got["sha256"], f"champion v{self.version}")
-            self._metrics = champion_metrics(self.s, model)
+            self._model = (load_pickle(got["path"], got["sha256"], f"champion v{self.version}"),
+                           {"sha256": got["sha256"]})
+        return self._model
+
+    def metrics(self) -> dict:
+        """The champion's metrics on our validation rows (what the gate compares with)."""
+        if self._metrics is None:
+            from .recording import champion_metrics
+
+            self._metrics = champion_metrics(self.s, self.model()[0])
         return self._metrics
 
 
@@ -198,6 +206,7 @@ _stage_command("preprocess", "Load and validate the raw CSV; write train/validat
 _stage_command("train", "Fit the model on the train split; write the model and train_metadata.json.")
 _stage_command("gate", "Check train_metadata.json against the gate rules; write gate.json (exit 3 on failure).")
 _stage_command("test", "Score the test split (only after a passing gate); write test_metadata.json.")
+_stage_command("report", "Write report.md, report.html (self-contained), report.json and plots/ to RESULTS_DIR.")
 
 
 @main.command(epilog=_epilog())

@@ -73,6 +73,9 @@ def gate(
         "evaluated_at": now(),
     }
     write_json(s.result(S.GATE_FILE), result)
+    from .junit import gate_junit
+
+    gate_junit(result, s.result(S.JUNIT_FILE))
     for line in gate_messages(result):
         echo(line)
     if not passed:

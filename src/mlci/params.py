@@ -58,6 +58,14 @@ class DatasetDef(_Strict):
     missing_values: list[str] = Field(default_factory=lambda: ["?", ""])
     encoding: str = "utf-8"
     delimiter: str = ","
+    #: Columns to report per-group metrics for (``fairness.groups`` overrides it); a numeric
+    #: column is cut into bands at the given edges, a categorical one takes ``null``.
+    groups: dict[str, list[float] | None] = Field(default_factory=dict)
+
+    @field_validator("groups")
+    @classmethod
+    def _norm_groups(cls, v: dict) -> dict:
+        return {normalise_name(k): edges for k, edges in v.items()}
 
     @field_validator("target")
     @classmethod
@@ -86,6 +94,7 @@ class DatasetDef(_Strict):
             raise ValueError("delimiter must be one character")
         if not self.features:
             raise ValueError("no feature columns left")
+        check_groups(self, self.groups)
         return self
 
     @property
@@ -102,6 +111,19 @@ class DatasetDef(_Strict):
         out = {self.negative_label: self.negative_label, self.positive_label: self.positive_label}
         out.update(self.label_aliases)
         return out
+
+
+def check_groups(ds: DatasetDef, groups: dict[str, list[float] | None]) -> None:
+    """Group columns must exist; band edges only for numeric columns, strictly increasing."""
+    types = {c.name: c.type for c in ds.columns}
+    for name, edges in groups.items():
+        if name not in types or name == ds.target:
+            raise ValueError(f"group column {name!r} is not a feature column of dataset {ds.name!r}")
+        if types[name] in ("numeric", "integer"):
+            if not edges or any(b <= a for a, b in zip(edges, edges[1:])):
+                raise ValueError(f"group column {name!r} is numeric: give strictly increasing band edges")
+        elif edges is not None:
+            raise ValueError(f"group column {name!r} is categorical: give null, not band edges")
 
 
 class SplitParams(_Strict):
@@ -176,6 +198,31 @@ class GateParams(_Strict):
     rules: list[GateRule] = Field(default_factory=_default_rules)
 
 
+class FairnessParams(_Strict):
+    """Per-group metrics: in the report always; their largest gaps also in train_metadata.json
+    (``validation_equalized_odds_difference_<column>``...), where gate rules can use them."""
+
+    #: null = the dataset's declared groups (adult: sex, race, age bands).
+    groups: dict[str, list[float] | None] | None = None
+    #: Smaller groups are listed but left out of the gaps (their rates are mostly noise).
+    min_group_size: int = Field(30, ge=1)
+
+    @field_validator("groups")
+    @classmethod
+    def _norm_groups(cls, v: dict | None) -> dict | None:
+        return None if v is None else {normalise_name(k): edges for k, edges in v.items()}
+
+
+class ReportParams(_Strict):
+    #: Bootstrap resamples behind each 95 % interval (0: no intervals).
+    bootstrap_resamples: int = Field(1000, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+    #: Permutation importance: shuffles per feature, on a sample of validation rows.
+    permutation_repeats: int = Field(3, ge=0)
+    permutation_rows: int = Field(1000, ge=50)
+
+
 class TrackingParams(_Strict):
     """MLflow: where runs go and which registered model the pipeline promotes.
 
@@ -198,6 +245,8 @@ class Params(_Strict):
     preprocess: PreprocessParams = PreprocessParams()
     train: TrainParams = TrainParams()
     gate: GateParams = GateParams()
+    fairness: FairnessParams = FairnessParams()
+    report: ReportParams = ReportParams()
     tracking: TrackingParams = TrackingParams()
 
     def section(self, name: str) -> Any:
@@ -208,6 +257,16 @@ class Params(_Strict):
         if isinstance(self.dataset, DatasetDef):
             return self.dataset
         return load_dataset_def(self.dataset, base_dir)
+
+    def groups(self, ds: DatasetDef) -> dict[str, list[float] | None]:
+        """The group columns in force: ``fairness.groups``, else the dataset's."""
+        if self.fairness.groups is None:
+            return dict(ds.groups)
+        try:
+            check_groups(ds, self.fairness.groups)
+        except ValueError as e:
+            raise UsageError(f"fairness.groups: {e}") from None
+        return dict(self.fairness.groups)
 
 
 BUILTIN_DATASETS = ("adult",)

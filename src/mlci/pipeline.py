@@ -46,7 +46,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "train",
-        ("dataset", "train"),
+        ("dataset", "train", "fairness"),
         lambda s: [s.split_path("train"), s.split_path("validation")],
         lambda s: [s.model_path, s.model_card_path, s.result(S.TRAIN_METADATA)],
     ),
@@ -54,7 +54,7 @@ STAGES: tuple[Stage, ...] = (
         "gate",
         ("gate",),
         lambda s: [s.result(S.TRAIN_METADATA)],
-        lambda s: [s.result(S.GATE_FILE)],
+        lambda s: [s.result(S.GATE_FILE), s.result(S.JUNIT_FILE)],
     ),
     Stage(
         "test",
@@ -62,8 +62,21 @@ STAGES: tuple[Stage, ...] = (
         lambda s: [s.model_path, s.model_card_path, s.split_path("test"), s.result(S.GATE_FILE)],
         lambda s: [s.result(S.TEST_METADATA)],
     ),
+    Stage(
+        "report",
+        ("fairness", "report"),
+        lambda s: [s.model_path, s.model_card_path, s.split_path("validation"), s.split_path("test"),
+                   *(s.result(n) for n in (S.PREPROCESS_METADATA, S.TRAIN_METADATA, S.GATE_FILE, S.TEST_METADATA))],
+        lambda s: _report_outputs(s),
+    ),
 )
 STAGE_NAMES = tuple(st.name for st in STAGES)
+
+
+def _report_outputs(s: S.Settings) -> list[Path]:
+    plots = s.result(S.PLOTS_DIR)
+    return [s.result(S.REPORT_JSON), s.result(S.REPORT_MD), s.result(S.REPORT_HTML),
+            *(plots / f"{name}.png" for name in S.REPORT_PLOTS)]
 
 
 def stage(name: str) -> Stage:
@@ -76,8 +89,8 @@ def stage(name: str) -> Stage:
 def resolved_params(params: Resolved, st: Stage, champion=None) -> dict:
     # "dataset" is the resolved definition itself, so editing a dataset YAML file counts as a change.
     out = {section: params.section(section) for section in st.params}
-    if st.name == "gate":
-        # The gate compares with the champion: a new champion makes its verdict stale.
+    if st.name in ("gate", "report"):
+        # Both compare with the champion: a new champion makes them stale.
         out["champion"] = "untracked" if champion is None else champion.version
     return out
 
@@ -203,6 +216,8 @@ def run_stage(name: str, s: S.Settings, params: Resolved, echo: Callable[[str], 
     """
     if name == "gate":
         from .gate import gate as fn  # light: no pandas
+    elif name == "report":
+        from .report import report as fn
     else:
         from . import stages  # heavy: imports pandas, scikit-learn, LightGBM
 
@@ -220,6 +235,8 @@ def run_stage(name: str, s: S.Settings, params: Resolved, echo: Callable[[str], 
             kwargs = {"no_champion": "tracking is off"}
         elif champion.version is not None:
             kwargs = {"champion": {"version": champion.version, "metrics": champion.metrics()}}
+    elif name == "report":
+        kwargs = {"champion": champion}
     try:
         out = fn(s, params.model, echo, **kwargs)
     except GateFailed:
@@ -241,12 +258,16 @@ def run(
     params: Resolved,
     *,
     force: bool = False,
-    until: str = "test",
+    until: str = "report",
     on_event: Event = lambda kind, name, info: None,
     echo: Callable[[str], None] = print,
     champion=None,
 ) -> RunResult:
-    """Run the stages up to ``until``, skipping up-to-date ones unless ``force``."""
+    """Run the stages up to ``until``, skipping up-to-date ones unless ``force``.
+
+    The first failure stops the run, with one exception: after a failed gate the report still
+    runs (without the test split), because that is when a reviewer most needs it.
+    """
     if until not in STAGE_NAMES:
         raise UsageError(f"unknown stage {until!r}; stages: {', '.join(STAGE_NAMES)}")
     result = RunResult()
@@ -254,11 +275,14 @@ def run(
     stale = force
     todo = STAGES[: STAGE_NAMES.index(until) + 1]
     for st in todo:
+        if result.exit_code and not (result.exit_code == GateFailed.exit_code and st.name == "report"):
+            continue
         started = time.perf_counter()
         recorded = read_lock(s.lock_path).get(st.name)
         if not stale and is_up_to_date(st, s, params, code, recorded, champion):
             on_event("cached", st.name, {})
             res = StageResult(st.name, "cached")
+            result.stages.append(res)
             if st.name == "gate":
                 verdict = read_json(s.result(S.GATE_FILE))
                 from .gate import failure_summary, gate_messages
@@ -268,11 +292,8 @@ def run(
                 if not verdict.get("passed"):
                     res.status = "failed"
                     res.error = failure_summary(verdict)
-                    result.stages.append(res)
                     result.exit_code, result.error = GateFailed.exit_code, res.error
                     on_event("failed", st.name, {"error": res.error})
-                    break
-            result.stages.append(res)
             continue
         stale = True  # everything downstream of a rerun stage reruns too
         on_event("start", st.name, {})
@@ -281,21 +302,28 @@ def run(
         except MlciError as e:
             res = StageResult(st.name, "failed", time.perf_counter() - started, e.message)
             result.stages.append(res)
-            result.exit_code, result.error = e.exit_code, e.message
+            if not result.exit_code:  # a report failing after a failed gate keeps the gate's verdict
+                result.exit_code, result.error = e.exit_code, e.message
             on_event("failed", st.name, {"error": e.message, "seconds": res.seconds})
-            break
+            continue
         res = StageResult(st.name, "ran", time.perf_counter() - started)
         result.stages.append(res)
         on_event("done", st.name, {"seconds": res.seconds})
     done = {r.name for r in result.stages}
     result.stages += [StageResult(st.name, "not run") for st in todo if st.name not in done]
+    result.stages.sort(key=lambda r: STAGE_NAMES.index(r.name))
     return result
 
 
 def note_promoted(s: S.Settings, version: str) -> None:
-    """After promotion the candidate *is* the champion: its gate verdict stays valid, not stale."""
+    """After promotion the candidate *is* the champion: its gate verdict and its report (which
+    compared it with the champion it replaced) stay valid, not stale."""
     lock = read_lock(s.lock_path)
-    gate_record = lock.get("gate")
-    if gate_record and "champion" in gate_record.get("params", {}):
-        gate_record["params"]["champion"] = str(version)
+    changed = False
+    for name in ("gate", "report"):
+        record = lock.get(name)
+        if record and "champion" in record.get("params", {}):
+            record["params"]["champion"] = str(version)
+            changed = True
+    if changed:
         write_lock(s.lock_path, lock)

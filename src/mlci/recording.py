@@ -97,7 +97,13 @@ def finish(
     registry.log(run_id, flatten_params(params.sections), metrics, tags)
     current = [results[name] for name, content in ((S.PREPROCESS_METADATA, pre), (S.TRAIN_METADATA, train),
                                                    (S.GATE_FILE, gate), (S.TEST_METADATA, test)) if content]
+    if gate:
+        current.append(s.result(S.JUNIT_FILE))
     registry.log_files(run_id, current + [s.lock_path, s.params_file], "mlci")
+    if statuses.get("report") in ("ran", "cached"):
+        registry.log_files(run_id, [s.result(n) for n in (S.REPORT_MD, S.REPORT_HTML, S.REPORT_JSON)], "report")
+        plots = s.result(S.PLOTS_DIR)
+        registry.log_files(run_id, [plots / f"{n}.png" for n in S.REPORT_PLOTS], f"report/{S.PLOTS_DIR}")
 
     summary: dict = {"run_id": run_id, "tracking_uri": registry.uri}
     if train and s.model_card_path.exists():

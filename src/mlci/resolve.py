@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from .fileio import file_hash, write_json
 
-SECTIONS = ("dataset", "split", "preprocess", "train", "gate", "tracking")
+SECTIONS = ("dataset", "split", "preprocess", "train", "gate", "fairness", "report", "tracking")
 
 
 def code_hash() -> str:
@@ -72,7 +72,10 @@ def resolve(params_file: Path, overrides: list[str], cache_dir: Path, code: str 
 
     model = load()
     sections = {name: model.section(name) for name in SECTIONS}
-    sections["dataset"] = model.dataset_def(params_file.parent).model_dump(mode="json")
+    ds = model.dataset_def(params_file.parent)
+    sections["dataset"] = ds.model_dump(mode="json")
+    # The groups in force (the dataset's unless overridden), checked against the dataset now.
+    sections["fairness"]["groups"] = model.groups(ds)
     files = {}
     if isinstance(model.dataset, str) and model.dataset not in P.BUILTIN_DATASETS:
         path = P.dataset_path(model.dataset, params_file.parent)

@@ -129,7 +129,13 @@ def train(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
     fit(model, tr, ds)
     fit_seconds = time.perf_counter() - started
     proba = predict_proba(model, va[features], ds.positive_label)
-    metrics = binary_metrics(np.asarray(va[ds.target] == ds.positive_label), proba)
+    y_va = np.asarray(va[ds.target] == ds.positive_label)
+    metrics = binary_metrics(y_va, proba)
+    gaps = {}
+    if params.groups(ds):
+        from .groups import validation_gaps
+
+        gaps = validation_gaps(va, y_va, proba >= 0.5, params.groups(ds), params.fairness.min_group_size)
 
     with atomic_path(s.model_path) as tmp:
         tmp.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
@@ -150,6 +156,7 @@ def train(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
     }
     write_json(s.model_card_path, card)
     meta = {f"validation_{k}": v for k, v in metrics.items()}
+    meta.update(gaps)
     meta.update(
         {
             "rows": {"train": len(tr), "validation": len(va)},

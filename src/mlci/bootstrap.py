@@ -1,0 +1,107 @@
+"""Bootstrap confidence intervals for the binary metrics, all resamples at once.
+
+Calling scikit-learn's metric functions once per resample costs ~1 ms per
+metric per resample: 9 metrics x 1,000 resamples x 2 splits is ~20 s, far
+over the report's 1.5 s budget. A resample is a vector of counts (how often
+each row was drawn), so every metric is a weighted sum: the confusion-matrix
+metrics are matrix products, and ROC-AUC and average precision are cumulative
+sums over the rows sorted once by score (ties grouped, as scikit-learn does).
+The tests check every point estimate and single resamples against
+scikit-learn's own functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Report order and display names; keys are those of ``metrics.binary_metrics``.
+METRICS = {
+    "acc": "accuracy",
+    "balanced_acc": "balanced accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+    "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC (average precision)",
+    "log_loss": "log-loss",
+    "brier": "Brier score",
+}
+LOWER_IS_BETTER = {"log_loss", "brier"}
+
+
+def weighted_metrics(y: np.ndarray, proba: np.ndarray, w: np.ndarray, threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """Every metric for each row of ``w`` (resamples x rows, counts or weights)."""
+    y = np.asarray(y).astype(bool)
+    proba = np.asarray(proba, dtype=float)
+    w = np.atleast_2d(w)
+    order = np.argsort(-proba, kind="mergesort")  # descending score, for the ranking metrics
+    if np.any(order != np.arange(len(order))):  # intervals() sorts once, so resamples need no copy
+        y, proba, w = y[order], proba[order], w[:, order]
+    pred = proba >= threshold
+    p = np.clip(proba, 1e-15, 1 - 1e-15)
+    # One matrix product gives every per-row sum: confusion-matrix cells, log-loss and Brier terms.
+    per_row = np.stack([y & pred, ~y & pred, y & ~pred, ~y & ~pred,
+                        -np.where(y, np.log(p), np.log1p(-p)), (proba - y) ** 2], axis=1)
+    tp, fp, fn, tn, ll, brier = (w @ per_row.astype(w.dtype)).astype(float).T
+    n = tp + fp + fn + tn
+    pos, neg = tp + fn, fp + tn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(pos > 0, tp / pos, 0.0)
+        specificity = np.where(neg > 0, tn / neg, 0.0)
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    out = {
+        "acc": (tp + tn) / n,
+        "balanced_acc": (recall + specificity) / 2,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "log_loss": ll / n,
+        "brier": brier / n,
+    }
+    out.update(_ranking(y, proba, w, pos, neg))
+    return out
+
+
+def _ranking(y, proba, w, pos, neg) -> dict[str, np.ndarray]:
+    """ROC-AUC (Mann-Whitney, ties count half) and average precision (scikit-learn's step sum),
+    from cumulative counts at the end of each group of equal scores (rows sorted descending)."""
+    ends = np.flatnonzero(np.r_[proba[1:] != proba[:-1], True])
+    tp_cum = np.cumsum(w * y, axis=1)[:, ends].astype(float)
+    fp_cum = np.cumsum(w, axis=1)[:, ends].astype(float) - tp_cum
+    wpos = np.diff(tp_cum, axis=1, prepend=0.0)
+    fp_before = np.pad(fp_cum[:, :-1], ((0, 0), (1, 0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # A positive outranks the negatives scored lower; ties within its own group count half.
+        auc = (wpos * (neg[:, None] - 0.5 * (fp_cum + fp_before))).sum(axis=1) / (pos * neg)
+        precision = np.where(tp_cum + fp_cum > 0, tp_cum / (tp_cum + fp_cum), 0.0)
+        ap = (wpos * precision).sum(axis=1) / pos
+    return {"roc_auc": np.where((pos > 0) & (neg > 0), auc, np.nan), "pr_auc": np.where(pos > 0, ap, np.nan)}
+
+
+def intervals(
+    y: np.ndarray, proba: np.ndarray, *, resamples: int = 1000, seed: int = 0, level: float = 0.95,
+    threshold: float = 0.5, chunk: int = 250,
+) -> dict[str, dict[str, float]]:
+    """Point estimate and percentile bootstrap interval of every metric: ``{metric: {value, low, high}}``."""
+    order = np.argsort(-np.asarray(proba, dtype=float), kind="mergesort")
+    y, proba = np.asarray(y).astype(bool)[order], np.asarray(proba, dtype=float)[order]
+    n = len(y)
+    point = {k: float(v[0]) for k, v in weighted_metrics(y, proba, np.ones((1, n)), threshold).items()}
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[np.ndarray]] = {k: [] for k in point}
+    for start in range(0, resamples, chunk):  # bounded memory: chunk x rows counts at a time
+        k = min(chunk, resamples - start)
+        drawn = rng.integers(0, n, size=(k, n)) + (np.arange(k) * n)[:, None]
+        # float32 counts are exact (< 2**24) and halve the memory traffic of the sums.
+        counts = np.bincount(drawn.ravel(), minlength=k * n).reshape(k, n).astype(np.float32)
+        for name, values in weighted_metrics(y, proba, counts, threshold).items():
+            draws[name].append(values)
+    alpha = (1 - level) / 2
+    out = {}
+    for name in METRICS:
+        values = np.concatenate(draws[name])
+        values = values[np.isfinite(values)]
+        low, high = (np.quantile(values, [alpha, 1 - alpha]) if len(values) else (np.nan, np.nan))
+        out[name] = {"value": round(point[name], 6), "low": round(float(low), 6), "high": round(float(high), 6)}
+    return out
