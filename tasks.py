@@ -80,6 +80,8 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "python"), "bench/pipeline.py", *rest])
     if task == "bench-container":
         return subprocess.call([str(BIN / "python"), "bench/container.py", *rest])
+    if task == "bench-report":
+        return subprocess.call([str(BIN / "python"), "bench/report.py", *rest])
     if task == "bench-tracking":
         return subprocess.call([str(BIN / "python"), "bench/tracking.py", *rest])
     print(f"unknown task {task!r}\n{__doc__}", file=sys.stderr)

@@ -65,23 +65,31 @@ def weighted_metrics(y: np.ndarray, proba: np.ndarray, w: np.ndarray, threshold:
 
 def _ranking(y, proba, w, pos, neg) -> dict[str, np.ndarray]:
     """ROC-AUC (Mann-Whitney, ties count half) and average precision (scikit-learn's step sum),
-    from cumulative counts at the end of each group of equal scores (rows sorted descending)."""
+    from cumulative counts at the end of each group of equal scores (rows sorted descending).
+
+    Counts stay in ``w``'s dtype (float32 for resamples: sums of counts are exact below 2**24)."""
+    tp_cum = np.cumsum(w * y, axis=1)
+    fp_cum = np.cumsum(w, axis=1)
+    fp_cum -= tp_cum
     ends = np.flatnonzero(np.r_[proba[1:] != proba[:-1], True])
-    tp_cum = np.cumsum(w * y, axis=1)[:, ends].astype(float)
-    fp_cum = np.cumsum(w, axis=1)[:, ends].astype(float) - tp_cum
-    wpos = np.diff(tp_cum, axis=1, prepend=0.0)
-    fp_before = np.pad(fp_cum[:, :-1], ((0, 0), (1, 0)))
+    if len(ends) < len(proba):  # tied scores: one step per group
+        tp_cum, fp_cum = tp_cum[:, ends], fp_cum[:, ends]
+    wpos = np.diff(tp_cum, axis=1, prepend=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        # A positive outranks the negatives scored lower; ties within its own group count half.
-        auc = (wpos * (neg[:, None] - 0.5 * (fp_cum + fp_before))).sum(axis=1) / (pos * neg)
-        precision = np.where(tp_cum + fp_cum > 0, tp_cum / (tp_cum + fp_cum), 0.0)
-        ap = (wpos * precision).sum(axis=1) / pos
+        # A positive outranks the negatives scored lower; ties within its own group count half:
+        # negatives below = neg - (fp_cum + fp_cum of the previous group) / 2.
+        fp_mid = fp_cum.copy()
+        fp_mid[:, 1:] += fp_cum[:, :-1]
+        auc = (neg - np.einsum("ij,ij->i", wpos, fp_mid, dtype=float) / 2 / pos) / neg
+        precision = tp_cum / (tp_cum + fp_cum)
+        np.nan_to_num(precision, copy=False)  # no rows yet at this step: 0, as scikit-learn
+        ap = np.einsum("ij,ij->i", wpos, precision, dtype=float) / pos
     return {"roc_auc": np.where((pos > 0) & (neg > 0), auc, np.nan), "pr_auc": np.where(pos > 0, ap, np.nan)}
 
 
 def intervals(
     y: np.ndarray, proba: np.ndarray, *, resamples: int = 1000, seed: int = 0, level: float = 0.95,
-    threshold: float = 0.5, chunk: int = 250,
+    threshold: float = 0.5, chunk_cells: int = 2_000_000,
 ) -> dict[str, dict[str, float]]:
     """Point estimate and percentile bootstrap interval of every metric: ``{metric: {value, low, high}}``."""
     order = np.argsort(-np.asarray(proba, dtype=float), kind="mergesort")
@@ -89,6 +97,7 @@ def intervals(
     n = len(y)
     point = {k: float(v[0]) for k, v in weighted_metrics(y, proba, np.ones((1, n)), threshold).items()}
     rng = np.random.default_rng(seed)
+    chunk = max(1, chunk_cells // n)  # resamples at a time: memory stays ~100 MB whatever the rows
     draws: dict[str, list[np.ndarray]] = {k: [] for k in point}
     for start in range(0, resamples, chunk):  # bounded memory: chunk x rows counts at a time
         k = min(chunk, resamples - start)

@@ -8,6 +8,7 @@ with the error's documented exit code, never a traceback
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -165,6 +166,12 @@ class _Tracked:
                 self.champion = _ChampionProxy(self.worker, self.s)
         return self
 
+    def model_ready(self) -> None:
+        """Train wrote a new model: the worker registers it while the later stages run."""
+        if self.pending:
+            with contextlib.suppress(errors.MlciError):  # finish() reports a worker that is gone
+                self.worker.call("model_ready")
+
     def finish(self, statuses: dict[str, str], error: str | None = None) -> None:
         if not self.pending:
             return
@@ -215,11 +222,13 @@ _stage_command("report", "Write report.md, report.html (self-contained), report.
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON result instead.")
 @click.option("--wait", type=float, default=0.0, show_default=True, help="Seconds to wait for a busy workspace.")
 @click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=_NO_TRACK_HELP)
+@click.option("--until", type=click.Choice(["preprocess", "train", "gate", "test", "report"]), default="report",
+              show_default=True, help="Stop after this stage (e.g. `test`: the tutorial's pipeline, no report).")
 @click.pass_context
 @handle_errors
 def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bool, wait: float,
-        no_track: bool) -> None:
-    """Run preprocess, train, gate and test, skipping stages that are up to date."""
+        no_track: bool, until: str) -> None:
+    """Run preprocess, train, gate, test and report, skipping stages that are up to date."""
     from . import pipeline
     from .fileio import read_json
 
@@ -234,13 +243,16 @@ def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bo
             err.print(f"[bold]{name}[/] ...")
         elif kind == "done":
             err.print(f"[green]✓[/] {name} [dim]{info['seconds']:.1f}s[/]")
+            if name == "train":
+                tracked.model_ready()
         elif kind == "cached":
             err.print(f"[green]✓[/] {name} [dim](up to date, skipped)[/]")
         elif kind == "failed":
             err.print(f"[red]✗[/] {name}")
 
     with pipeline.workspace_lock(s, wait), _Tracked("run", ctx, overrides, s, enabled=not no_track) as tracked:
-        result = pipeline.run(s, params, force=force, on_event=on_event, echo=echo, champion=tracked.champion)
+        result = pipeline.run(s, params, force=force, until=until, on_event=on_event, echo=echo,
+                              champion=tracked.champion)
         tracked.finish({r.name: r.status for r in result.stages}, result.error)
 
     outputs = {}

@@ -112,9 +112,8 @@ def finish(
     return summary
 
 
-def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict:
-    from .gate import failed_rules
-
+def ensure_registered(registry: Registry, run_id: str, s: S.Settings) -> str:
+    """The registered version of the workspace's model, registering it (from this run) if new."""
     card = read_json(s.model_card_path)
     version = registry.find_version(card["sha256"])
     if version is None:
@@ -123,6 +122,13 @@ def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict
         if file_hash(s.model_path) != card["sha256"]:
             raise TrackingError(f"{s.model_path}: does not match {s.model_card_path}; not registered")
         version = registry.register(run_id, s.model_path, card)
+    return version
+
+
+def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict:
+    from .gate import failed_rules
+
+    version = ensure_registered(registry, run_id, s)
     registry.log(run_id, {}, {}, {"model_version": version})
     out = {"model": registry.name, "version": version, "promoted": False}
     if gate is None:

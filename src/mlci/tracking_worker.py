@@ -8,7 +8,8 @@ pipeline imports pandas and trains. The pipeline talks to it over a pipe,
 one JSON line per request and reply:
 
     -> {"op": "begin", "command": "run"}          <- {"ok": true, "run_id": ..., "champion": "3"}
-    -> {"op": "champion_metrics", "version": "3"} <- {"ok": true, "metrics": {...}}
+    -> {"op": "champion_model", "version": "3"}   <- {"ok": true, "path": ..., "sha256": ...}
+    -> {"op": "model_ready"}                      <- {"ok": true}   (registers it meanwhile)
     -> {"op": "finish", "statuses": {...}, "error": null}  <- {"ok": true, "summary": {...}}
     -> {"op": "abort", "status": "FAILED"}        <- {"ok": true}
 
@@ -41,6 +42,11 @@ class Session:
         self.s = S.from_env(params_file)
         self.params = resolve(self.s.params_file, overrides, self.s.state_dir)
         self.registry = self.run_id = self.champion = None
+        # Work started in the background (warm-up, early registration) and the requests that
+        # follow take turns on the store: one lock, held per operation.
+        self._store = threading.Lock()
+        self._background: list[threading.Thread] = []
+        self._champion_file: dict | None = None
 
     def begin(self) -> dict:
         from . import recording
@@ -52,28 +58,64 @@ class Session:
 
     def champion_model(self, version: str) -> dict:
         """Where the champion's verified model file is; the pipeline scores it itself."""
-        path = self.registry.fetch(version)
-        return {"path": str(path), "sha256": self.registry.version(version).tags.get("mlci.model_sha256")}
+        got = self._champion_file
+        if got is not None and got["version"] == version:
+            return {"path": got["path"], "sha256": got["sha256"]}
+        with self._store:
+            path = self.registry.fetch(version)
+            return {"path": str(path), "sha256": self.registry.version(version).tags.get("mlci.model_sha256")}
 
     def warm_up(self) -> None:
-        """While the pipeline trains: import what registering a model needs. Never scikit-learn:
-        this process only moves verified bytes (the pipeline process scores models)."""
+        """While the pipeline trains: fetch the champion's model (the gate will want it) and
+        import what registering a model needs. Never scikit-learn: this process only moves
+        verified bytes (the pipeline process scores models)."""
+        try:
+            if self.champion is not None and self.champion.version is not None:
+                version = self.champion.version
+                self._champion_file = {"version": version, **self.champion_model(version)}
+        except Exception:  # noqa: BLE001 - only a head start: the gate's own request reports errors
+            pass
         try:
             import mlflow.models  # noqa: F401
             import mlflow.pyfunc  # noqa: F401
-        except Exception:  # noqa: BLE001 - only a head start; the real import reports errors
+        except Exception:  # noqa: BLE001
             pass
+
+    def model_ready(self) -> dict:
+        """Train has written the model: register it now, while the pipeline gates, tests and
+        reports, so that finish() has only the verdict left to record."""
+        from . import recording
+
+        def register() -> None:
+            try:
+                with self._store:
+                    recording.ensure_registered(self.registry, self.run_id, self.s)
+            except Exception:  # noqa: BLE001 - finish() registers again and reports any error
+                pass
+
+        self.background(register)
+        return {}
+
+    def background(self, fn) -> None:
+        thread = threading.Thread(target=fn, daemon=True)
+        thread.start()
+        self._background.append(thread)
 
     def finish(self, statuses: dict[str, str], error: str | None) -> dict:
         from . import recording
 
-        summary = recording.finish(self.registry, self.run_id, self.s, self.params, statuses, self.champion, error)
+        for thread in self._background:
+            thread.join()
+        with self._store:
+            summary = recording.finish(self.registry, self.run_id, self.s, self.params, statuses, self.champion,
+                                       error)
         self.run_id = None
         return {"summary": summary}
 
     def abort(self, status: str = "FAILED") -> dict:
         if self.registry is not None and self.run_id is not None:
-            self.registry.end_run(self.run_id, status)
+            with self._store:
+                self.registry.end_run(self.run_id, status)
             self.run_id = None
         return {}
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""What the report costs, on the bundled data (target: report generation <= 1.5 s).
+
+    python3 tasks.py bench-report
+
+In one workspace: a full untracked run, then ``repeats`` forced runs. For each,
+the report stage's own seconds (as ``mlci run --json`` reports them: the
+process has pandas, scikit-learn and LightGBM loaded already, as in every
+real run) next to the whole run's, and the seconds of a cold ``mlci report``
+process (imports included) after the report's parameters change. Medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "adult.data"
+DATA = SHARED if SHARED.exists() else ROOT / "data" / "raw" / "adult.data"
+
+
+def mlci(ws: Path, *args: str) -> tuple[float, subprocess.CompletedProcess]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLCI_NO_TRACK"] = "1"
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mlci", *args], cwd=ws, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode:
+        sys.exit(f"mlci {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return elapsed, proc
+
+
+def main() -> int:
+    repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    with tempfile.TemporaryDirectory(prefix="mlci-bench-report-") as t:
+        ws = Path(t)
+        (ws / "data" / "raw").mkdir(parents=True)
+        shutil.copy(ROOT / "params.yaml", ws / "params.yaml")
+        os.symlink(DATA, ws / "data" / "raw" / "adult.data")
+        mlci(ws, "run")
+        stage, run, cold = [], [], []
+        for i in range(repeats):
+            elapsed, proc = mlci(ws, "run", "--force", "--json")
+            seconds = {s["name"]: s["seconds"] for s in json.loads(proc.stdout)["stages"]}
+            stage.append(seconds["report"])
+            run.append(elapsed)
+            cold.append(mlci(ws, "report", "-S", f"report.seed={i + 1}")[0])
+    s, r, c = statistics.median(stage), statistics.median(run), statistics.median(cold)
+    print(f"| report stage in `mlci run` | {s:.2f} s | {s / r:.0%} of the run ({r:.2f} s) |")
+    print(f"| `mlci report`, cold process | {c:.2f} s | imports included |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
