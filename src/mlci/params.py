@@ -220,7 +220,7 @@ class ReportParams(_Strict):
     seed: int = 0
     #: Permutation importance: shuffles per feature, on a sample of validation rows.
     permutation_repeats: int = Field(3, ge=0)
-    permutation_rows: int = Field(1000, ge=50)
+    permutation_rows: int = Field(500, ge=50)
 
 
 class TrackingParams(_Strict):

@@ -48,7 +48,7 @@ STAGES: tuple[Stage, ...] = (
         "train",
         ("dataset", "train", "fairness"),
         lambda s: [s.split_path("train"), s.split_path("validation")],
-        lambda s: [s.model_path, s.model_card_path, s.result(S.TRAIN_METADATA)],
+        lambda s: [s.model_path, s.model_card_path, s.result(S.TRAIN_METADATA), s.scores_path("validation")],
     ),
     Stage(
         "gate",
@@ -60,13 +60,14 @@ STAGES: tuple[Stage, ...] = (
         "test",
         (),
         lambda s: [s.model_path, s.model_card_path, s.split_path("test"), s.result(S.GATE_FILE)],
-        lambda s: [s.result(S.TEST_METADATA)],
+        lambda s: [s.result(S.TEST_METADATA), s.scores_path("test")],
     ),
     Stage(
         "report",
         ("fairness", "report"),
         lambda s: [s.model_path, s.model_card_path, s.split_path("validation"), s.split_path("test"),
-                   *(s.result(n) for n in (S.PREPROCESS_METADATA, S.TRAIN_METADATA, S.GATE_FILE, S.TEST_METADATA))],
+                   *(s.result(n) for n in (S.PREPROCESS_METADATA, S.TRAIN_METADATA, S.GATE_FILE, S.TEST_METADATA)),
+                   s.scores_path("validation"), s.scores_path("test")],
         lambda s: _report_outputs(s),
     ),
 )

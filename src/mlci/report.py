@@ -34,7 +34,9 @@ def report(s: S.Settings, params, echo=lambda _: None, champion=None) -> dict:
     if test_scored:
         frames["test"] = _read_split(s, "test")
     ys = {k: np.asarray(f[ds.target] == ds.positive_label) for k, f in frames.items()}
-    probas = {k: _proba(model, f, card, ds) for k, f in frames.items()}
+    probas = {k: _scores(s.scores_path(k), card) for k in frames}
+    probas = {k: p if p is not None and len(p) == len(frames[k]) else _proba(model, frames[k], card, ds)
+              for k, p in probas.items()}
     split = "test" if test_scored else "validation"  # what the figures and group tables show
 
     # The numeric work (bootstrap: numpy; permutation: LightGBM) releases the GIL, so it runs on
@@ -103,6 +105,18 @@ def report(s: S.Settings, params, echo=lambda _: None, champion=None) -> dict:
 
 def _read(path):
     return read_json(path) if path.exists() else None
+
+
+def _scores(path, card) -> np.ndarray | None:
+    """The probabilities train/test wrote for this very model, if they are there."""
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        return None
+    table = pq.read_table(path)
+    if (table.schema.metadata or {}).get(b"model_sha256", b"").decode() != card["sha256"]:
+        return None
+    return table.column("probability").to_numpy()
 
 
 def _proba(model, frame, card, ds) -> np.ndarray:

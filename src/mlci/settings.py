@@ -72,6 +72,10 @@ class Settings:
     def result(self, name: str) -> Path:
         return self.results_dir / name
 
+    def scores_path(self, split: str) -> Path:
+        """The model's scores on a split (written by train and test, read by the report)."""
+        return self.results_dir / f"{split}_scores.parquet"
+
 
 
 def from_env(params_file: str | os.PathLike | None = None, environ=None) -> Settings:

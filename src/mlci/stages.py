@@ -40,6 +40,18 @@ def _write_csv(frame: pd.DataFrame, target: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def write_scores(path: Path, y: np.ndarray, proba: np.ndarray, model_sha: str) -> None:
+    """Each row's label (1 = positive) and predicted probability, tagged with the model's sha256:
+    the report reads the very scores the metrics came from instead of predicting again."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"label": np.asarray(y, dtype=np.int8), "probability": np.asarray(proba, dtype=np.float64)})
+    table = table.replace_schema_metadata({"model_sha256": model_sha})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
 # -- preprocess -----------------------------------------------------------------------------
 
 
@@ -155,6 +167,7 @@ def train(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
         "versions": _versions(),
     }
     write_json(s.model_card_path, card)
+    write_scores(s.scores_path("validation"), y_va, proba, model_sha)
     meta = {f"validation_{k}": v for k, v in metrics.items()}
     meta.update(gaps)
     meta.update(
@@ -215,7 +228,9 @@ def test(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
     ds = DatasetDef.model_validate(card["dataset"])
     te = _read_split(s, "test")
     proba = predict_proba(model, te[card["features"]], ds.positive_label)
-    metrics = binary_metrics(np.asarray(te[ds.target] == ds.positive_label), proba)
+    y_te = np.asarray(te[ds.target] == ds.positive_label)
+    metrics = binary_metrics(y_te, proba)
+    write_scores(s.scores_path("test"), y_te, proba, card["sha256"])
     meta = {f"test_{k}": v for k, v in metrics.items()}
     meta.update({"rows": {"test": len(te)}, "model_sha256": card["sha256"]})
     write_json(s.result(S.TEST_METADATA), meta)
