@@ -76,6 +76,10 @@ RUN groupadd --gid 10001 mlci && useradd --uid 10001 --gid mlci --no-create-home
 COPY --from=deps /opt/venv /opt/venv
 COPY data/raw/ /data/raw/
 COPY params.yaml /app/params.yaml
+# The official base ships its standard library without bytecode, and this user could not write
+# any: compiled here, or every start would compile what it imports from source.
+RUN python -m compileall -q -j 0 -x '/(site-packages|dist-packages|test|idlelib|tkinter|turtledemo|lib2to3)/' \
+      "$(python -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
 # The venv has no pip: the wheel stage's pip installs mlci into it.
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/tmp/wheels \
     --mount=type=bind,from=wheel,source=/opt/build,target=/opt/build \
