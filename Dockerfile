@@ -9,16 +9,33 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # ---- deps: the third-party packages, in a virtualenv (rebuilt only when the lock changes) ----
 FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+# binutils for `strip`, in this stage only; libgomp1 (LightGBM's) to load every shared object
+# after stripping. Not version-pinned: see the pipeline stage.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends binutils libgomp1 \
+ && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 COPY requirements-runtime.lock /build/
 # Behind a TLS-intercepting proxy, pass its CA bundle as a BuildKit secret (in no layer):
 #   docker build --secret id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt -t adult-model .
+# Then what a running pipeline never reads goes: pip and setuptools, the packages' test suites,
+# build-only files (C/C++ and Cython sources and headers, type stubs, static libraries), and the
+# symbol tables of compiled modules (strip --strip-unneeded). Not of the libraries auditwheel vendored into
+# `*.libs/`: patchelf rewrote those, and strip breaks them (OpenBLAS would not load). Every shared
+# object is then loaded once, so a broken one fails the build, not a run.
 # Bytecode is compiled here once: the image runs with a read-only filesystem and
-# PYTHONDONTWRITEBYTECODE, so it could not be cached later. Test suites are not shipped.
+# PYTHONDONTWRITEBYTECODE, so it could not be cached later.
 RUN --mount=type=secret,id=pip_ca,required=false \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
  && /opt/venv/bin/pip install --no-compile -r /build/requirements-runtime.lock \
+ && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools \
  && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*/*' -exec rm -rf {} + \
+ && find /opt/venv/lib -type f \( -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h' \
+      -o -name '*.hpp' -o -name '*.c' -o -name '*.cc' -o -name '*.cpp' -o -name '*.a' \) -delete \
+ && find /opt/venv/lib -type f \( -name '*.so' -o -name '*.so.*' \) ! -path '*.libs/*' -exec strip --strip-unneeded {} + \
+ && find /opt/venv/lib -type f \( -name '*.so' -o -name '*.so.*' \) -exec /opt/venv/bin/python -c \
+      'import ctypes, os, sys; [ctypes.CDLL(p) for p in sys.argv[1:]]; os._exit(0)' {} + \
  && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib
 
 # ---- wheel: mlci itself (a code-only change rebuilds from here, in seconds) ----------------
@@ -59,10 +76,16 @@ RUN groupadd --gid 10001 mlci && useradd --uid 10001 --gid mlci --no-create-home
 COPY --from=deps /opt/venv /opt/venv
 COPY data/raw/ /data/raw/
 COPY params.yaml /app/params.yaml
+# The official base ships its standard library without bytecode, and this user could not write
+# any: compiled here, or every start would compile what it imports from source.
+RUN python -m compileall -q -j 0 -x '/(site-packages|dist-packages|test|idlelib|tkinter|turtledemo|lib2to3)/' \
+      "$(python -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
+# The venv has no pip: the wheel stage's pip installs mlci into it.
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/tmp/wheels \
-    /opt/venv/bin/pip install --no-deps --no-index --no-compile /tmp/wheels/*.whl \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3*/site-packages/mlci \
- && /opt/venv/bin/python -m pip uninstall -y -q pip
+    --mount=type=bind,from=wheel,source=/opt/build,target=/opt/build \
+    /opt/build/bin/python -m pip --python /opt/venv/bin/python install --no-deps --no-index --no-compile \
+      /tmp/wheels/*.whl \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3*/site-packages/mlci
 WORKDIR /data
 USER 10001:10001
 ENTRYPOINT ["mlci"]

@@ -50,7 +50,7 @@ def main() -> int:
         probe.unlink()
         build()
     top = docker("run", "--rm", "--entrypoint", "sh", IMAGE, "-c",
-                 "du -sm /opt/venv/lib/python3*/site-packages/* | sort -rn | head -8").stdout
+                 "du -sm /opt/venv/lib/python3*/site-packages/* | sort -rn | head -10").stdout
     inside = timed(lambda: docker("run", "--rm", IMAGE, "run", "--no-track"))
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp)
