@@ -168,7 +168,8 @@ def test_report_is_deterministic(ran, tmp_path):
 
 
 def test_failed_gate_gives_junit_failures_and_a_report_without_the_test_split(workspace):
-    result = cli("run", "-S", "gate.rules=[{metric: validation_acc, min: 0.99}, {metric: validation_roc_auc, min: 0.9}]")
+    rules = "gate.rules=[{metric: validation_acc, min: 0.99}, {metric: validation_roc_auc, min: 0.9}]"
+    result = cli("run", "-S", rules)
     assert result.exit_code == errors.GATE_FAILED
     root = ET.parse(workspace / "results" / "junit.xml").getroot()
     (failure,) = root.findall(".//failure")

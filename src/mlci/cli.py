@@ -116,6 +116,7 @@ class _ChampionProxy:
         self.s = s
         self._metrics: dict | None = None
         self._model: tuple | None = None
+        self._validation = None  # the champion's validation probabilities, once the gate scored them
 
     @property
     def version(self) -> str | None:
@@ -135,10 +136,21 @@ class _ChampionProxy:
     def metrics(self) -> dict:
         """The champion's metrics on our validation rows (what the gate compares with)."""
         if self._metrics is None:
-            from .recording import champion_metrics
+            from .metrics import binary_metrics
+            from .recording import champion_inputs
+            from .stages import validation_scores
 
-            self._metrics = champion_metrics(self.s, self.model()[0])
+            y, self._validation = validation_scores(self.s, self.model()[0], *champion_inputs(self.s, self.model()[0]))
+            self._metrics = {f"validation_{k}": v for k, v in binary_metrics(y, self._validation).items()}
         return self._metrics
+
+    def proba(self, split: str, frame, features: list[str], positive_label: str):
+        """The champion's probabilities on a split (the validation ones the gate computed are reused)."""
+        from .model import predict_proba
+
+        if split == "validation" and self._validation is not None and len(self._validation) == len(frame):
+            return self._validation
+        return predict_proba(self.model()[0], frame[features], positive_label)
 
 
 class _Tracked:

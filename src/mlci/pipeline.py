@@ -210,7 +210,8 @@ class RunResult:
 Event = Callable[[str, str, dict], None]
 
 
-def run_stage(name: str, s: S.Settings, params: Resolved, echo: Callable[[str], None], champion=None) -> dict:
+def run_stage(name: str, s: S.Settings, params: Resolved, echo: Callable[[str], None], champion=None,
+              painter=None) -> dict:
     """Run one stage now and record it in the lock file (used by the single-stage commands too).
 
     ``champion`` (see ``cli._ChampionProxy``) is what the gate compares with; None means tracking is off.
@@ -237,7 +238,7 @@ def run_stage(name: str, s: S.Settings, params: Resolved, echo: Callable[[str], 
         elif champion.version is not None:
             kwargs = {"champion": {"version": champion.version, "metrics": champion.metrics()}}
     elif name == "report":
-        kwargs = {"champion": champion}
+        kwargs = {"champion": champion, "painter": painter}
     try:
         out = fn(s, params.model, echo, **kwargs)
     except GateFailed:
@@ -275,41 +276,52 @@ def run(
     code = code_hash()
     stale = force
     todo = STAGES[: STAGE_NAMES.index(until) + 1]
-    for st in todo:
-        if result.exit_code and not (result.exit_code == GateFailed.exit_code and st.name == "report"):
-            continue
-        started = time.perf_counter()
-        recorded = read_lock(s.lock_path).get(st.name)
-        if not stale and is_up_to_date(st, s, params, code, recorded, champion):
-            on_event("cached", st.name, {})
-            res = StageResult(st.name, "cached")
-            result.stages.append(res)
-            if st.name == "gate":
-                verdict = read_json(s.result(S.GATE_FILE))
-                from .gate import failure_summary, gate_messages
+    painter = None
+    try:
+        for st in todo:
+            if result.exit_code and not (result.exit_code == GateFailed.exit_code and st.name == "report"):
+                continue
+            started = time.perf_counter()
+            recorded = read_lock(s.lock_path).get(st.name)
+            if not stale and is_up_to_date(st, s, params, code, recorded, champion):
+                on_event("cached", st.name, {})
+                res = StageResult(st.name, "cached")
+                result.stages.append(res)
+                if st.name == "gate":
+                    verdict = read_json(s.result(S.GATE_FILE))
+                    from .gate import failure_summary, gate_messages
 
-                for line in gate_messages(verdict):
-                    echo(line)
-                if not verdict.get("passed"):
-                    res.status = "failed"
-                    res.error = failure_summary(verdict)
-                    result.exit_code, result.error = GateFailed.exit_code, res.error
-                    on_event("failed", st.name, {"error": res.error})
-            continue
-        stale = True  # everything downstream of a rerun stage reruns too
-        on_event("start", st.name, {})
-        try:
-            run_stage(st.name, s, params, echo, champion)
-        except MlciError as e:
-            res = StageResult(st.name, "failed", time.perf_counter() - started, e.message)
+                    for line in gate_messages(verdict):
+                        echo(line)
+                    if not verdict.get("passed"):
+                        res.status = "failed"
+                        res.error = failure_summary(verdict)
+                        result.exit_code, result.error = GateFailed.exit_code, res.error
+                        on_event("failed", st.name, {"error": res.error})
+                continue
+            if painter is None and todo[-1].name == "report":
+                # Work to do, and a report at the end: start its figure process now, before any
+                # heavy import, so that matplotlib loads while the other stages run.
+                from .painter import Painter
+
+                painter = Painter()
+            stale = True  # everything downstream of a rerun stage reruns too
+            on_event("start", st.name, {})
+            try:
+                run_stage(st.name, s, params, echo, champion, painter)
+            except MlciError as e:
+                res = StageResult(st.name, "failed", time.perf_counter() - started, e.message)
+                result.stages.append(res)
+                if not result.exit_code:  # a report failing after a failed gate keeps the gate's verdict
+                    result.exit_code, result.error = e.exit_code, e.message
+                on_event("failed", st.name, {"error": e.message, "seconds": res.seconds})
+                continue
+            res = StageResult(st.name, "ran", time.perf_counter() - started)
             result.stages.append(res)
-            if not result.exit_code:  # a report failing after a failed gate keeps the gate's verdict
-                result.exit_code, result.error = e.exit_code, e.message
-            on_event("failed", st.name, {"error": e.message, "seconds": res.seconds})
-            continue
-        res = StageResult(st.name, "ran", time.perf_counter() - started)
-        result.stages.append(res)
-        on_event("done", st.name, {"seconds": res.seconds})
+            on_event("done", st.name, {"seconds": res.seconds})
+    finally:
+        if painter is not None:
+            painter.close()
     done = {r.name for r in result.stages}
     result.stages += [StageResult(st.name, "not run") for st in todo if st.name not in done]
     result.stages.sort(key=lambda r: STAGE_NAMES.index(r.name))

@@ -15,6 +15,12 @@ DPI = 100
 CANDIDATE, CHAMPION = "#1f77b4", "#ff7f0e"
 
 
+def warm_up() -> None:
+    """Import what drawing needs (most of a figure's cost is the first one's imports)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+
 def _figure(width: float = 5.0, height: float = 4.0, left: float = 0.13):
     # Figure + the Agg canvas directly: no pyplot, no backend selection, no GUI toolkit probe.
     # Fixed margins: the constrained-layout solver doubles the cost of a figure.

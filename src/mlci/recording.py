@@ -33,13 +33,18 @@ class Champion:
         return champion_metrics(self.s, self.registry.load(version))
 
 
+def champion_inputs(s: S.Settings, model) -> tuple[str, list[str], str]:
+    """(positive label, the model's input columns, target) for scoring a champion on our rows."""
+    card = read_json(s.model_card_path)  # the candidate's card: target and label names
+    features = list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else card["features"]
+    return card["positive_label"], features, card["dataset"]["target"]
+
+
 def champion_metrics(s: S.Settings, model) -> dict:
     """Any model's metrics on this workspace's validation rows, named like train_metadata.json's."""
     from .stages import validation_metrics
 
-    card = read_json(s.model_card_path)  # the candidate's card: target and label names
-    features = list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else card["features"]
-    return validation_metrics(s, model, card["positive_label"], features, card["dataset"]["target"])
+    return validation_metrics(s, model, *champion_inputs(s, model))
 
 
 def begin(command: str, s: S.Settings, params: Resolved) -> tuple[Registry, str]:
@@ -99,11 +104,11 @@ def finish(
                                                    (S.GATE_FILE, gate), (S.TEST_METADATA, test)) if content]
     if gate:
         current.append(s.result(S.JUNIT_FILE))
-    registry.log_files(run_id, current + [s.lock_path, s.params_file], "mlci")
+    files = {f"mlci/{p.name}": p for p in current + [s.lock_path, s.params_file]}
     if statuses.get("report") in ("ran", "cached"):
-        registry.log_files(run_id, [s.result(n) for n in (S.REPORT_MD, S.REPORT_HTML, S.REPORT_JSON)], "report")
-        plots = s.result(S.PLOTS_DIR)
-        registry.log_files(run_id, [plots / f"{n}.png" for n in S.REPORT_PLOTS], f"report/{S.PLOTS_DIR}")
+        files.update({f"report/{n}": s.result(n) for n in (S.REPORT_MD, S.REPORT_HTML, S.REPORT_JSON)})
+        files.update({f"report/{S.PLOTS_DIR}/{n}.png": s.result(S.PLOTS_DIR) / f"{n}.png" for n in S.REPORT_PLOTS})
+    registry.log_files(run_id, files)
 
     summary: dict = {"run_id": run_id, "tracking_uri": registry.uri}
     if train and s.model_card_path.exists():

@@ -17,12 +17,16 @@ from .fileio import atomic_path, read_json, write_bytes, write_json
 from .gate import now
 
 
-def report(s: S.Settings, params, echo=lambda _: None, champion=None) -> dict:
+def report(s: S.Settings, params, echo=lambda _: None, champion=None, painter=None) -> dict:
+    """``painter`` (see painter.py) draws the figures in another process; `mlci run` starts it
+    with the first stage that runs, so matplotlib is imported while the model trains."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from .painter import Painter
     from .params import DatasetDef
     from .stages import _read_split, load_model
 
+    painter = painter or Painter()  # first: its process imports matplotlib while this one reads
     model, card = load_model(s.model_dir)
     ds = DatasetDef.model_validate(card["dataset"])
     rp = params.report
@@ -39,11 +43,12 @@ def report(s: S.Settings, params, echo=lambda _: None, champion=None) -> dict:
               for k, p in probas.items()}
     split = "test" if test_scored else "validation"  # what the figures and group tables show
 
-    # The numeric work (bootstrap: numpy; permutation: LightGBM) releases the GIL, so it runs on
-    # the second core while this thread draws the figures (matplotlib holds it).
+    # The numeric work (bootstrap: numpy; permutation: LightGBM) mostly releases the GIL, so two
+    # threads share it while the painter's process draws.
     pool = ThreadPoolExecutor(max_workers=2)
-    metrics_jobs = {k: pool.submit(_metrics, ys[k], probas[k], rp) for k in frames}
+    # Importance first: the last figure waits for it.
     importance_job = pool.submit(_importance, model, frames["validation"], ys["validation"], card, rp)
+    metrics_jobs = {k: pool.submit(_metrics, ys[k], probas[k], rp) for k in frames}
 
     content: dict = {
         "generated_at": now(),
@@ -65,7 +70,9 @@ def report(s: S.Settings, params, echo=lambda _: None, champion=None) -> dict:
     if champ_model is not None:
         from .metrics import binary_metrics
 
-        champ_probas = {k: _proba(champ_model, f, card, ds) for k, f in frames.items()}
+        features = list(champ_model.feature_names_in_) if hasattr(champ_model, "feature_names_in_") \
+            else card["features"]
+        champ_probas = {k: champion.proba(k, f, features, ds.positive_label) for k, f in frames.items()}
         content["champion"]["metrics"] = {k: binary_metrics(ys[k], champ_probas[k]) for k in frames}
 
     y, p = ys[split], probas[split]
@@ -82,11 +89,12 @@ def report(s: S.Settings, params, echo=lambda _: None, champion=None) -> dict:
     content["confusion"] = {"split": split, "labels": [ds.negative_label, ds.positive_label],
                             "matrix": matrix.tolist()}
 
-    pngs = _figures(content, y, p, champ_probas.get(split), matrix)
+    _figures(painter, content, y, p, champ_probas.get(split), matrix)
     content["importance"] = importance_job.result()
-    pngs["importance.png"] = _importance_figure(content["importance"])
+    _importance_figure(painter, content["importance"])
     content["metrics"] = {k: job.result() for k, job in metrics_jobs.items()}
     pool.shutdown()
+    pngs = painter.results()
     plots_dir = s.result(S.PLOTS_DIR)
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name, data in pngs.items():
@@ -209,11 +217,9 @@ def permutation(model, frame, y, features, positive_label, rp) -> tuple[np.ndarr
     return drops.mean(axis=1), drops.std(axis=1)
 
 
-def _figures(content: dict, y: np.ndarray, p: np.ndarray, champ_p: np.ndarray | None, matrix) -> dict[str, bytes]:
+def _figures(painter, content: dict, y, p, champ_p, matrix) -> None:
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
-
-    from . import plots
 
     split = content["figures_split"]
     models = [("candidate", p)] + ([(f"champion v{content['champion']['version']}", champ_p)] if champ_p is not None
@@ -225,19 +231,15 @@ def _figures(content: dict, y: np.ndarray, p: np.ndarray, champ_p: np.ndarray | 
         precision, recall, _ = precision_recall_curve(y, proba)
         pr_curves.append((label, recall, precision, average_precision_score(y, proba)))
     observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
-    return {
-        "roc.png": plots.roc(roc_curves, split),
-        "pr.png": plots.pr(pr_curves, float(y.mean()), split),
-        "calibration.png": plots.calibration(predicted, observed, split),
-        "confusion.png": plots.confusion(np.asarray(matrix), content["confusion"]["labels"], split),
-    }
+    painter.draw("roc.png", "plots.roc", roc_curves, split)
+    painter.draw("pr.png", "plots.pr", pr_curves, float(y.mean()), split)
+    painter.draw("calibration.png", "plots.calibration", predicted, observed, split)
+    painter.draw("confusion.png", "plots.confusion", np.asarray(matrix), content["confusion"]["labels"], split)
 
 
-def _importance_figure(imp: list[dict]) -> bytes:
-    from . import plots
-
+def _importance_figure(painter, imp: list[dict]) -> None:
     names = [r["feature"] for r in imp]
     gain = np.array([r["gain_share"] for r in imp]) if imp and imp[0]["gain_share"] is not None else None
     perm = (np.array([r["permutation_mean"] for r in imp]), np.array([r["permutation_std"] for r in imp])) \
         if imp and "permutation_mean" in imp[0] else (None, None)
-    return plots.importance(names, gain, *perm)
+    painter.draw("importance.png", "plots.importance", names, gain, *perm)

@@ -273,12 +273,16 @@ def predict(input_path: Path, output_path: Path, model_dir: Path, echo: Echo = p
 # -- champion comparison --------------------------------------------------------------------
 
 
-def validation_metrics(s: S.Settings, model, positive_label: str, features: list[str], target: str) -> dict:
-    """Metrics of any model on this workspace's validation rows (to compare with the champion)."""
+def validation_scores(s: S.Settings, model, positive_label: str, features: list[str], target: str):
+    """Labels (1 = positive) and any model's probabilities on this workspace's validation rows."""
     va = _read_split(s, "validation")
     missing = [c for c in features if c not in va.columns]
     if missing:
         raise PrerequisiteError(f"the champion needs columns this data lacks: {', '.join(missing)}")
-    proba = predict_proba(model, va[features], positive_label)
-    metrics = binary_metrics(np.asarray(va[target] == positive_label), proba)
-    return {f"validation_{k}": v for k, v in metrics.items()}
+    return np.asarray(va[target] == positive_label), predict_proba(model, va[features], positive_label)
+
+
+def validation_metrics(s: S.Settings, model, positive_label: str, features: list[str], target: str) -> dict:
+    """Metrics of any model on this workspace's validation rows (to compare with the champion)."""
+    y, proba = validation_scores(s, model, positive_label, features, target)
+    return {f"validation_{k}": v for k, v in binary_metrics(y, proba).items()}

@@ -177,10 +177,21 @@ class Registry:
             tags=[RunTag(T + k, str(v)) for k, v in tags.items()],
         )
 
-    def log_files(self, run_id: str, paths: list[Path], artifact_path: str) -> None:
-        for p in paths:
-            if p.is_file():
-                self.client.log_artifact(run_id, str(p), artifact_path)
+    def log_files(self, run_id: str, files: dict[str, Path]) -> None:
+        """Log ``{artifact path: local file}`` in one call: each ``log_artifact`` call looks the
+        run up again (a round trip per file); ``log_artifacts`` on a staged tree does it once."""
+        import shutil
+        import tempfile
+
+        present = {dest: src for dest, src in files.items() if src.is_file()}
+        if not present:
+            return
+        with tempfile.TemporaryDirectory(prefix="mlci-artifacts-") as tmp:
+            for dest, src in present.items():
+                target = Path(tmp) / dest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, target)
+            self.client.log_artifacts(run_id, tmp)
 
     # -- registry -----------------------------------------------------------------------------
 
