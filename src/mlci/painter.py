@@ -67,6 +67,14 @@ class Painter:
 
 def _paint(conn) -> None:
     """The child: import matplotlib, then draw what arrives until None (or the parent goes)."""
+    import os
+
+    # Hold nothing of the parent's but this pipe: not the workspace lock (a killed run must
+    # release it), not the tracking worker's pipes (it marks the run FAILED on EOF), not the
+    # parent's end of this pipe (so that the parent's death is an EOF here, and the end of us).
+    keep = conn.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
     out: dict = {}
     try:
         from . import plots
