@@ -140,17 +140,21 @@ class _ChampionProxy:
             from .recording import champion_inputs
             from .stages import validation_scores
 
-            y, self._validation = validation_scores(self.s, self.model()[0], *champion_inputs(self.s, self.model()[0]))
+            model = self.model()[0]
+            y, self._validation = validation_scores(self.s, model, *champion_inputs(self.s, model))
             self._metrics = {f"validation_{k}": v for k, v in binary_metrics(y, self._validation).items()}
         return self._metrics
 
-    def proba(self, split: str, frame, features: list[str], positive_label: str):
-        """The champion's probabilities on a split (the validation ones the gate computed are reused)."""
+    def proba(self, split: str, frame):
+        """The champion's probabilities on a split's rows (the validation ones the gate computed are reused)."""
         from .model import predict_proba
+        from .recording import champion_inputs
 
         if split == "validation" and self._validation is not None and len(self._validation) == len(frame):
             return self._validation
-        return predict_proba(self.model()[0], frame[features], positive_label)
+        model = self.model()[0]
+        positive_label, features, _ = champion_inputs(self.s, model)
+        return predict_proba(model, frame[features], positive_label)
 
 
 class _Tracked:

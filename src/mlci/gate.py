@@ -83,7 +83,16 @@ def gate(
     return result
 
 
-def _describe(r: dict) -> str:
+def rule_label(r: dict) -> str:
+    """A rule as people write it: ``validation_acc >= 0.8``, ``validation_roc_auc >= champion - 0.005``."""
+    if "relative" in r:
+        (kind, amount), = r["relative"].items()
+        return f"{r['metric']} {r['op']} champion {'-' if kind == 'max_drop' else '+'} {amount:g}"
+    return f"{r['metric']} {r['op']} {r['threshold']:g}"
+
+
+def describe(r: dict) -> str:
+    """A rule's outcome in one line: value, and what it had to be."""
     if r.get("threshold") is None:
         return f"{r['metric']} = {r['value']:.4f} ({r.get('note', '')})"
     rel = ""
@@ -100,13 +109,13 @@ def gate_messages(result: dict) -> list[str]:
         if r["metric"] == "validation_acc" and r["op"] == ">=" and "relative" not in r:
             lines.append(TUTORIAL_PASS if r["passed"] else TUTORIAL_FAIL)
         else:
-            lines.append(f"{_describe(r)}: {'pass' if r['passed'] else 'FAIL'}")
+            lines.append(f"{describe(r)}: {'pass' if r['passed'] else 'FAIL'}")
     return lines
 
 
 def failure_summary(result: dict) -> str:
-    return "gate failed: " + "; ".join(_describe(r) for r in result["rules"] if not r["passed"])
+    return "gate failed: " + "; ".join(describe(r) for r in result["rules"] if not r["passed"])
 
 
 def failed_rules(result: dict) -> list[str]:
-    return [_describe(r) for r in result["rules"] if not r["passed"]]
+    return [describe(r) for r in result["rules"] if not r["passed"]]

@@ -9,15 +9,8 @@ from xml.etree import ElementTree as ET
 from .fileio import write_bytes
 
 
-def _name(rule: dict) -> str:
-    if "relative" in rule:
-        (kind, amount), = rule["relative"].items()
-        return f"{rule['metric']} {kind.replace('_', ' ')} {amount:g} vs champion"
-    return f"{rule['metric']} {rule['op']} {rule['threshold']:g}"
-
-
 def gate_junit(result: dict, path: Path) -> None:
-    from .gate import _describe
+    from .gate import describe, rule_label
 
     rules = result["rules"]
     failures = sum(not r["passed"] for r in rules)
@@ -25,8 +18,8 @@ def gate_junit(result: dict, path: Path) -> None:
     suite = ET.SubElement(suites, "testsuite", name="mlci.gate", tests=str(len(rules)),
                           failures=str(failures), errors="0", skipped="0", timestamp=result["evaluated_at"])
     for rule in rules:
-        case = ET.SubElement(suite, "testcase", classname="mlci.gate", name=_name(rule), time="0")
-        message = _describe(rule)
+        case = ET.SubElement(suite, "testcase", classname="mlci.gate", name=rule_label(rule), time="0")
+        message = describe(rule)
         if not rule["passed"]:
             ET.SubElement(case, "failure", message=message, type="GateRuleFailed").text = message
         else:

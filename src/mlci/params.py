@@ -24,6 +24,10 @@ def normalise_name(name: str) -> str:
     return _NAME_RE.sub("_", name.strip().strip('"').lower()).strip("_")
 
 
+def _normalise_keys(mapping: dict) -> dict:
+    return {normalise_name(k): v for k, v in mapping.items()}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,7 +69,7 @@ class DatasetDef(_Strict):
     @field_validator("groups")
     @classmethod
     def _norm_groups(cls, v: dict) -> dict:
-        return {normalise_name(k): edges for k, edges in v.items()}
+        return _normalise_keys(v)
 
     @field_validator("target")
     @classmethod
@@ -210,7 +214,7 @@ class FairnessParams(_Strict):
     @field_validator("groups")
     @classmethod
     def _norm_groups(cls, v: dict | None) -> dict | None:
-        return None if v is None else {normalise_name(k): edges for k, edges in v.items()}
+        return None if v is None else _normalise_keys(v)
 
 
 class ReportParams(_Strict):

@@ -11,6 +11,7 @@ import base64
 import html as _html
 
 from .bootstrap import LOWER_IS_BETTER, METRICS
+from .gate import rule_label
 
 FIGURES = {
     "roc": "ROC curve",
@@ -46,10 +47,7 @@ def blocks(c: dict) -> list[tuple]:
     if gate:
         rows = []
         for r in gate["rules"]:
-            rule = f"{r['metric']} {r['op']} " + (
-                f"champion {'-' if 'max_drop' in r['relative'] else '+'} {list(r['relative'].values())[0]:g}"
-                if "relative" in r else f"{r['threshold']:g}")
-            rows.append([rule, _f(r["value"]), _f(r.get("threshold")), _f(r.get("champion_value")),
+            rows.append([rule_label(r), _f(r["value"]), _f(r.get("threshold")), _f(r.get("champion_value")),
                          ("pass" if r["passed"] else "**FAIL**") + (f" ({r['note']})" if r.get("note") else "")])
         out.append(("table", ["rule", "value", "threshold", "champion value", "verdict"], rows))
     else:

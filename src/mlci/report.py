@@ -70,9 +70,7 @@ def report(s: S.Settings, params, echo=lambda _: None, champion=None, painter=No
     if champ_model is not None:
         from .metrics import binary_metrics
 
-        features = list(champ_model.feature_names_in_) if hasattr(champ_model, "feature_names_in_") \
-            else card["features"]
-        champ_probas = {k: champion.proba(k, f, features, ds.positive_label) for k, f in frames.items()}
+        champ_probas = {k: champion.proba(k, f) for k, f in frames.items()}
         content["champion"]["metrics"] = {k: binary_metrics(ys[k], champ_probas[k]) for k in frames}
 
     y, p = ys[split], probas[split]

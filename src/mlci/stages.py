@@ -143,11 +143,11 @@ def train(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
     proba = predict_proba(model, va[features], ds.positive_label)
     y_va = np.asarray(va[ds.target] == ds.positive_label)
     metrics = binary_metrics(y_va, proba)
-    gaps = {}
-    if params.groups(ds):
+    gaps, groups = {}, params.groups(ds)
+    if groups:
         from .groups import validation_gaps
 
-        gaps = validation_gaps(va, y_va, proba >= 0.5, params.groups(ds), params.fairness.min_group_size)
+        gaps = validation_gaps(va, y_va, proba >= 0.5, groups, params.fairness.min_group_size)
 
     with atomic_path(s.model_path) as tmp:
         tmp.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
