@@ -9,7 +9,9 @@ failing.
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -91,3 +93,36 @@ def positive_index(model, positive_label: str) -> int:
 def predict_proba(model, frame: pd.DataFrame, positive_label: str) -> np.ndarray:
     """Probability of the positive class for every row of ``frame``."""
     return model.predict_proba(frame)[:, positive_index(model, positive_label)]
+
+
+def to_bytes(model) -> bytes:
+    """The pickled model, the same bytes for the same model whatever the process did before.
+
+    ``pickle.dumps`` memoises objects by identity, so two equal strings are written once or
+    twice depending on whether they happen to be the same object (interning, caches warmed by
+    earlier work in the process): the same fit gave different bytes, hence a different sha256,
+    in a fresh process and in one that had loaded a model before. This pickler writes each
+    distinct string once. It is the pure-Python pickler, slower than the C one, but the model
+    is a few thousand objects.
+    """
+    buf = io.BytesIO()
+    _CanonicalPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(model)
+    return buf.getvalue()
+
+
+class _CanonicalPickler(pickle._Pickler):
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._strings: dict[str, str] = {}
+
+    def save_str(self, obj):
+        canonical = self._strings.setdefault(obj, obj)  # held here, so its id stays unique
+        memoized = self.memo.get(id(canonical))
+        if memoized is not None:
+            self.write(self.get(memoized[0]))
+        else:
+            pickle._Pickler.save_str(self, canonical)
+
+    dispatch[str] = save_str

@@ -43,10 +43,11 @@ def report(s: S.Settings, params, echo=lambda _: None, champion=None, painter=No
               for k, p in probas.items()}
     split = "test" if test_scored else "validation"  # what the figures and group tables show
 
-    # The numeric work (bootstrap: numpy; permutation: LightGBM) mostly releases the GIL, so two
-    # threads share it while the painter's process draws.
-    pool = ThreadPoolExecutor(max_workers=2)
-    # Importance first: the last figure waits for it.
+    # The numeric work (permutation: LightGBM; bootstrap: numpy) mostly releases the GIL, so it
+    # runs in one thread while this one prepares the figures and the painter's process draws them.
+    # One thread, importance first: the last figure waits for it (a second thread measured slower:
+    # three busy threads on two cores).
+    pool = ThreadPoolExecutor(max_workers=1)
     importance_job = pool.submit(_importance, model, frames["validation"], ys["validation"], card, rp)
     metrics_jobs = {k: pool.submit(_metrics, ys[k], probas[k], rp) for k in frames}
 
@@ -191,8 +192,7 @@ def permutation(model, frame, y, features, positive_label, rp) -> tuple[np.ndarr
     by row, so shuffling an encoded column is shuffling the raw one; this encodes once and
     scores every shuffled copy in a single predict call (~10x faster, same definition).
     """
-    from sklearn.metrics import roc_auc_score
-
+    from .bootstrap import roc_auc_rows
     from .model import positive_index
 
     rng = np.random.default_rng(rp.seed)
@@ -204,14 +204,14 @@ def permutation(model, frame, y, features, positive_label, rp) -> tuple[np.ndarr
     else:
         z, clf, column = x.to_numpy(dtype=float), model, {name: i for i, name in enumerate(features)}
     pos = positive_index(clf, positive_label)
-    base = roc_auc_score(y, clf.predict_proba(z)[:, pos])
     repeats, m = rp.permutation_repeats, len(z)
-    batch = np.repeat(z[None], len(features) * repeats, axis=0)
+    # Row block 0: the unshuffled rows (the baseline); then one block per column and repeat.
+    batch = np.repeat(z[None], 1 + len(features) * repeats, axis=0)
     for f, name in enumerate(features):
         for r in range(repeats):
-            batch[f * repeats + r, :, column[name]] = z[rng.permutation(m), column[name]]
-    proba = clf.predict_proba(batch.reshape(-1, z.shape[1]))[:, pos].reshape(len(features), repeats, m)
-    drops = np.array([[base - roc_auc_score(y, proba[f, r]) for r in range(repeats)] for f in range(len(features))])
+            batch[1 + f * repeats + r, :, column[name]] = z[rng.permutation(m), column[name]]
+    auc = roc_auc_rows(y, clf.predict_proba(batch.reshape(-1, z.shape[1]))[:, pos].reshape(-1, m))
+    drops = (auc[0] - auc[1:]).reshape(len(features), repeats)
     return drops.mean(axis=1), drops.std(axis=1)
 
 

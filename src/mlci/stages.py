@@ -23,7 +23,7 @@ from .fileio import atomic_path, bytes_hash, file_hash, read_json, write_json
 from .gate import now as _now
 from .load import describe_rejects, load_table
 from .metrics import binary_metrics
-from .model import build, categories_of, fit, predict_proba
+from .model import build, categories_of, fit, predict_proba, to_bytes
 from .params import DatasetDef, Params
 
 Echo = Callable[[str], None]
@@ -126,8 +126,6 @@ def _versions() -> dict[str, str]:
 
 def train(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
     """Fit the model on the train split; measure it on the validation split (never on fitted rows)."""
-    import pickle
-
     ds = params.dataset_def(s.params_file.parent)
     tr, va = _read_split(s, "train"), _read_split(s, "validation")
     features = [c.name for c in ds.features]
@@ -150,7 +148,7 @@ def train(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
         gaps = validation_gaps(va, y_va, proba >= 0.5, groups, params.fairness.min_group_size)
 
     with atomic_path(s.model_path) as tmp:
-        tmp.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        tmp.write_bytes(to_bytes(model))
     model_sha = file_hash(s.model_path)
     data_sha = _data_sha(s)
     card = {
