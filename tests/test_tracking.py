@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, outputs
+from conftest import cli, outputs, run_mlci
 
 from mlci import errors
 
@@ -187,8 +187,11 @@ def test_unreachable_server_fails_before_any_work(tracked):
 def _start_and_kill(ws: Path, whole_group: bool) -> None:
     import os
 
+    # Killing the whole group kills the tracking side too only with a worker of the run's own
+    # (the daemon lives in a session of its own; see test_tracking_daemon_* below).
+    env = {**os.environ, "MLCI_TRACKING_DAEMON": "0"} if whole_group else None
     proc = subprocess.Popen([sys.executable, "-m", "mlci", "run"], cwd=ws, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
     for line in proc.stderr:
         if line.startswith("train ..."):
             break
@@ -229,6 +232,68 @@ def test_run_left_running_is_marked_failed_by_the_next(tracked):
     assert cli("run").exit_code == 0
     after = client(tracked).get_run(killed.info.run_id)
     assert after.info.status == "FAILED" and after.data.tags["mlci.failure"]
+
+
+# -- the tracking daemon --------------------------------------------------------------------
+
+
+def daemon_pid(ws: Path) -> int | None:
+    lock = ws / ".mlci" / "tracking-daemon.lock"
+    text = lock.read_text().strip() if lock.exists() else ""
+    return int(text) if text else None
+
+
+def alive(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def test_tracking_daemon_serves_run_after_run_then_leaves_when_idle(tracked, monkeypatch):
+    monkeypatch.setenv("MLCI_TRACKING_DAEMON_IDLE", "4")
+    assert run_mlci("run", cwd=tracked).returncode == 0
+    pid = daemon_pid(tracked)
+    assert pid and alive(pid) and (tracked / ".mlci" / "tracking.sock").exists()
+    second = run_mlci("run", "-S", "train.n_estimators=300", cwd=tracked)
+    assert second.returncode == 0, second.stderr
+    assert daemon_pid(tracked) == pid  # the same process: MLflow imported once
+    assert [r.info.status for r in runs(tracked)] == ["FINISHED", "FINISHED"]
+    assert client(tracked).get_registered_model("adult-income").latest_versions  # registered by the daemon
+    deadline = time.time() + 30
+    while alive(pid) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not alive(pid) and not (tracked / ".mlci" / "tracking.sock").exists()
+
+
+def test_busy_tracking_daemon_sends_a_run_to_a_worker_of_its_own(tracked):
+    import os
+    import socket
+
+    from mlci.tracking_worker import identity
+
+    assert run_mlci("run", "--until", "preprocess", cwd=tracked).returncode == 0  # starts the daemon
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.connect(str(tracked / ".mlci" / "tracking.sock"))
+    stream = held.makefile("rw", encoding="utf-8")
+    hello = {"op": "hello", "identity": identity(), "cwd": str(tracked), "env": dict(os.environ),
+             "args": {"command": "run", "params_file": None, "overrides": []}}
+    for request in (hello, {"op": "begin"}):
+        stream.write(json.dumps(request) + "\n")
+        stream.flush()
+        assert json.loads(stream.readline())["ok"]
+    held_run = runs(tracked)[0].info.run_id
+    other = run_mlci("run", cwd=tracked)  # the daemon is busy with the held session
+    assert other.returncode == 0, other.stderr
+    assert runs(tracked)[0].info.status == "FINISHED"
+    stream.close()
+    held.close()  # a client gone without finishing: its run is marked FAILED at once
+    assert wait_for_status(tracked, held_run, "FAILED") == "FAILED"
+
+
+def test_tracking_daemon_can_be_turned_off(tracked):
+    assert run_mlci("run", "--until", "train", cwd=tracked, env={"MLCI_TRACKING_DAEMON": "0"}).returncode == 0
+    assert runs(tracked)[0].info.status == "FINISHED"
+    assert not (tracked / ".mlci" / "tracking.sock").exists()
 
 
 def test_corrupt_champion_artifact_stops_promotion(tracked):

@@ -176,7 +176,7 @@ class _Tracked:
             from .tracking_worker import start
 
             check_reachable(tracking_uri())  # fail fast, before any work
-            self.worker = start(self.command, self.ctx.obj.get("params_file"), list(self.overrides))
+            self.worker = start(self.command, self.ctx.obj.get("params_file"), list(self.overrides), self.s.state_dir)
             self.pending = True
             if self.command in ("gate", "run"):
                 self.champion = _ChampionProxy(self.worker, self.s)

@@ -145,7 +145,7 @@ def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict
         return out
     registry.tag_version(version, {"gate": "passed"})
     if mv.tags.get("mlci.promoted_at"):
-        out["note"] = "already promoted once (see `mlci promote` to promote it again)"
+        out["note"] = "already promoted once; `mlci promote` promotes it again"
         return out
     train = _read(s.result(S.TRAIN_METADATA))
     value = train.get(registry.compare_metric)
