@@ -265,6 +265,27 @@ def test_tracking_daemon_serves_run_after_run_then_leaves_when_idle(tracked, mon
     assert not alive(pid) and not (tracked / ".mlci" / "tracking.sock").exists()
 
 
+def test_tracking_daemon_of_other_code_steps_down(tracked, tmp_path_factory):
+    """Edit mlci (here: a copy with one more comment) and the next run gets a daemon of the new code."""
+    other_src = tmp_path_factory.mktemp("src")
+    shutil.copytree(Path(__file__).resolve().parents[1] / "src" / "mlci", other_src / "mlci")
+    with open(other_src / "mlci" / "errors.py", "a") as f:
+        f.write("# another version\n")
+    old = run_mlci("run", "--until", "preprocess", cwd=tracked, env={"PYTHONPATH": str(other_src)})
+    assert old.returncode == 0, old.stderr
+    old_pid = daemon_pid(tracked)
+    assert old_pid and alive(old_pid)
+    new = run_mlci("run", "--until", "preprocess", cwd=tracked)
+    assert new.returncode == 0, new.stderr
+    new_pid = daemon_pid(tracked)
+    assert new_pid != old_pid and alive(new_pid)
+    deadline = time.time() + 10
+    while alive(old_pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not alive(old_pid)
+    assert [r.info.status for r in runs(tracked)] == ["FINISHED", "FINISHED"]
+
+
 def test_busy_tracking_daemon_sends_a_run_to_a_worker_of_its_own(tracked):
     import os
     import socket
