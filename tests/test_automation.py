@@ -1,0 +1,114 @@
+"""CI definitions, checked offline: the Jenkins Job Builder jobs render to the tutorial's chain, the
+Jenkinsfile passes npm-groovy-lint, and every step is a real mlci command."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GROOVY_LINT = "npm-groovy-lint@15.2.2"  # 15: Node 20 and the installed Java (18 needs Node 22)
+CHAIN = ["github-to-container", "preprocessing", "train", "test"]
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory) -> dict[str, ET.Element]:
+    out = tmp_path_factory.mktemp("jjb")
+    proc = subprocess.run([BIN / "jenkins-jobs", "test", ROOT / "jenkins" / "jobs.yaml", "-o", out],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {p.name: ET.parse(p).getroot() for p in out.iterdir()}
+
+
+def shell(job: ET.Element) -> str:
+    return "\n".join(c.text for c in job.iter("command"))
+
+
+def mlci_commands(text: str) -> list[list[str]]:
+    """Every `mlci ...` invocation in shell text, as argument lists."""
+    found = []
+    for m in re.finditer(r"\bmlci ([a-z][a-z-]*(?: --?[a-z-]+)*)", text):
+        found.append(shlex.split(m.group(1)))
+    return found
+
+
+def test_jjb_renders_the_tutorials_four_jobs(jobs):
+    assert sorted(jobs) == sorted(CHAIN)
+    for name, job in jobs.items():
+        assert job.findtext(".//com.coravy.hudson.plugins.github.GithubProjectProperty/projectUrl").startswith(
+            "https://github.com/"), name
+        assert job.findtext("concurrentBuild") == "false"
+    first = jobs["github-to-container"]
+    assert first.find("scm").get("class") == "hudson.plugins.git.GitSCM"
+    assert first.find("triggers/com.cloudbees.jenkins.GitHubPushTrigger") is not None
+    assert first.findtext(".//hudson.plugins.git.BranchSpec/name") == "*/main"
+    assert "docker build -t adult-model ." in shell(first) and "adult-model idle" in shell(first)
+
+
+def test_jjb_chain_builds_each_job_after_a_stable_upstream(jobs):
+    for upstream, downstream in zip(CHAIN, CHAIN[1:]):
+        trigger = jobs[downstream].find("triggers/jenkins.triggers.ReverseBuildTrigger")
+        assert trigger is not None, downstream
+        assert trigger.findtext("upstreamProjects") == upstream
+        assert trigger.findtext("threshold/name") == "SUCCESS"  # "only if the build is stable"
+        assert jobs[downstream].find("scm").get("class") == "hudson.scm.NullSCM"  # works on the container
+    steps = [shell(jobs[name]) for name in CHAIN[1:]]
+    assert "mlci preprocess" in steps[0] and "mlci train" in steps[1]
+    last = steps[2]
+    order = [last.index(s) for s in ("mlci gate", "mlci test", "train_metadata.json", "mlci run")]
+    assert order == sorted(order)
+    assert "trap 'docker rm -f model" in last  # the tutorial's final `docker rm -f model`, even on failure
+
+
+def test_every_ci_step_is_a_real_mlci_command(jobs):
+    from mlci.cli import main
+
+    texts = [shell(j) for j in jobs.values()] + [(ROOT / "Jenkinsfile").read_text()]
+    workflow = ROOT / ".github" / "workflows" / "pipeline.yml"
+    if workflow.exists():
+        texts.append(workflow.read_text())
+    used = [c for t in texts for c in mlci_commands(t)]
+    assert len(used) >= 10
+    for args in used:
+        command = main.commands.get(args[0])
+        assert command is not None, args
+        options = {o for p in command.params for o in p.opts}
+        assert all(a in options for a in args[1:] if a.startswith("-")), args
+
+
+def test_jenkinsfile_is_the_same_pipeline_in_one_job():
+    text = (ROOT / "Jenkinsfile").read_text()
+    stages = re.findall(r"stage\('([^']+)'\)", text)
+    assert stages == ["Build image", "Preprocess", "Train", "Gate", "Test", "Promote"]
+    for needed in ("githubPush()", "disableConcurrentBuilds()", "timeout(", "junit ", "results/junit.xml",
+                   "archiveArtifacts", "post {", "always {", 'docker rm -f "$CONTAINER"'):
+        assert needed in text, needed
+    # No logic only Groovy knows: every step is a single-quoted shell command.
+    assert not re.search(r"\b(if|for|while|def|script)\b\s*[({]", text)
+
+
+def groovy_lint(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    npx = shutil.which("npx")
+    if npx is None:
+        pytest.fail("npx (Node.js) is missing: .ci/run installs it")
+    return subprocess.run([npx, "--yes", GROOVY_LINT, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_jenkinsfile_passes_npm_groovy_lint_and_a_broken_one_does_not(tmp_path):
+    broken = tmp_path / "Jenkinsfile"
+    broken.write_text((ROOT / "Jenkinsfile").read_text().replace("stage('Train') {", "stage('Train') {{", 1))
+    try:
+        good = groovy_lint("--failon", "warning", "--output", "txt", "Jenkinsfile", cwd=ROOT)
+        bad = groovy_lint("--failon", "error", "--output", "txt", "Jenkinsfile", cwd=tmp_path)
+    finally:
+        groovy_lint("--killserver", cwd=tmp_path)  # its CodeNarc server would outlive the test
+    assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-2000:]
+    assert bad.returncode != 0 and "error" in bad.stdout.lower()
