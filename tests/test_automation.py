@@ -112,3 +112,33 @@ def test_jenkinsfile_passes_npm_groovy_lint_and_a_broken_one_does_not(tmp_path):
         groovy_lint("--killserver", cwd=tmp_path)  # its CodeNarc server would outlive the test
     assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-2000:]
     assert bad.returncode != 0 and "error" in bad.stdout.lower()
+
+
+def test_github_workflow_runs_under_act(tmp_path):
+    """The workflow's own steps, run by act on this machine (host mode: no containers)."""
+    import os
+
+    repo = tmp_path / "repo"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    (repo / ".venv").symlink_to(ROOT / ".venv")  # set up already: `tasks.py run` finds it current
+    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "ci"]):
+        subprocess.run(git + args, cwd=repo, check=True)
+    noop = ROOT / "tests" / "act" / "noop-action"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # act's copies of the tree go there
+    proc = subprocess.run(
+        [BIN / "act", "push", "-P", "ubuntu-latest=-self-hosted", "-W", ".github/workflows/pipeline.yml",
+         "--local-repository", f"actions/setup-python@v5={noop}",
+         "--local-repository", f"actions/upload-artifact@v4={noop}",
+         "--env", "MLCI_TRACKING_DAEMON=0"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Job succeeded" in out, out[-4000:]
+    assert "Success - Main Preprocess, train, gate, test, report, promote" in out
+    assert "Summary - ### Model metrics" in out  # `mlci diff --md` reached the job summary
+    assert '"test_acc"' in out and "is the champion" in out
