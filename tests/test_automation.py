@@ -102,16 +102,42 @@ def groovy_lint(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([npx, "--yes", GROOVY_LINT, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def test_jenkinsfile_passes_npm_groovy_lint_and_a_broken_one_does_not(tmp_path):
+def test_groovy_passes_npm_groovy_lint_and_a_broken_jenkinsfile_does_not(tmp_path):
     broken = tmp_path / "Jenkinsfile"
     broken.write_text((ROOT / "Jenkinsfile").read_text().replace("stage('Train') {", "stage('Train') {{", 1))
     try:
-        good = groovy_lint("--failon", "warning", "--output", "txt", "Jenkinsfile", cwd=ROOT)
+        good = [groovy_lint("--failon", "warning", "--output", "txt", path, cwd=ROOT)
+                for path in ("Jenkinsfile", "jenkins/adult_model_job.groovy")]
         bad = groovy_lint("--failon", "error", "--output", "txt", "Jenkinsfile", cwd=tmp_path)
     finally:
         groovy_lint("--killserver", cwd=tmp_path)  # its CodeNarc server would outlive the test
-    assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-2000:]
+    for proc in good:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert bad.returncode != 0 and "error" in bad.stdout.lower()
+
+
+def test_jenkins_controller_as_code_is_consistent():
+    """What can be checked without the jenkins/jenkins image and its plugins (see jenkins/README.md)."""
+    import yaml
+
+    here = ROOT / "jenkins"
+    casc = yaml.safe_load((here / "casc.yaml").read_text())
+    compose = yaml.safe_load((here / "docker-compose.yml").read_text())
+    dockerfile = (here / "Dockerfile").read_text()
+    plugins = {line.split(":")[0].strip() for line in (here / "plugins.txt").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert dockerfile.startswith("#") and "FROM jenkins/jenkins:lts-jdk17" in dockerfile
+    (job,) = casc["jobs"]
+    assert f"COPY --chown=jenkins:jenkins adult_model_job.groovy {job['file']}" in dockerfile
+    assert "CASC_JENKINS_CONFIG=/var/jenkins_home/casc" in dockerfile
+    assert "scriptPath('Jenkinsfile')" in (here / "adult_model_job.groovy").read_text()
+    service = compose["services"]["jenkins"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in service["volumes"] and service["build"] == "."
+    # Every plugin the configuration, the job and the Jenkinsfile need.
+    assert {"configuration-as-code", "job-dsl", "workflow-aggregator", "git", "github", "junit",
+            "timestamper"} <= plugins
+    lint = subprocess.run([BIN / "hadolint", here / "Dockerfile"], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
 
 
 def test_github_workflow_runs_under_act(tmp_path):
