@@ -512,6 +512,35 @@ def diff(ctx: click.Context, a: str | None, b: str | None, as_json: bool, as_md:
         console.print(p)
 
 
+@main.command(epilog=_epilog())
+@click.option("--repo-url", required=True, help="Where to fetch pushed commits from (never taken from a payload).")
+@click.option("--branch", "branches", multiple=True, default=("main",), show_default=True,
+              help="A branch whose pushes run the pipeline (repeat for more).")
+@click.option("--repository", default=None, help="Only events about this owner/name repository.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path(".mlci-webhook"),
+              show_default=True, help="Checkouts, logs and the MLflow store of the runs.")
+@click.option("--runner", type=click.Choice(["auto", "docker", "host"]), default="auto", show_default=True,
+              help="auto: in the commit's image when a Docker engine answers, else on this machine.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
+@handle_errors
+def webhook(repo_url: str, branches: tuple[str, ...], repository: str | None, workdir: Path, runner: str,
+            host: str, port: int, max_body_bytes: int) -> None:
+    """Run the pipeline on every signed GitHub push event POSTed to /github-webhook/ (secret: MLCI_WEBHOOK_SECRET)."""
+    secret = os.environ.get("MLCI_WEBHOOK_SECRET", "")
+    if not secret:
+        raise errors.UsageError("MLCI_WEBHOOK_SECRET is not set: the shared secret of the webhook's HMAC signatures")
+    import uvicorn
+
+    from .webhook import Config, app
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = Config(secret=secret.encode(), repo_url=repo_url, workdir=workdir.absolute(), branches=branches,
+                    repository=repository, runner=runner, max_body_bytes=max_body_bytes)
+    uvicorn.run(app(config), host=host, port=port, log_level="info")
+
+
 @main.command()
 def idle() -> None:
     """Do nothing until stopped: keeps a container up for the tutorial's `docker container exec` steps."""
