@@ -219,6 +219,9 @@ class Registry:
         logged = self.client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
         with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
             shutil.copyfile(model_file, Path(tmp) / "model.pkl")
+            # The card (declared schema, labels, trained-at) travels with the model: `mlci serve` builds
+            # its request schema from it. JSON, so safe to read; the pickle stays behind its sha256.
+            (Path(tmp) / "model.json").write_text(json.dumps(card, indent=2))
             _write_mlflow_model(Path(tmp), card, run_id, logged.model_id)
             self.client.log_model_artifacts(logged.model_id, tmp)
         self.client.finalize_logged_model(logged.model_id, "READY")
