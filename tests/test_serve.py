@@ -226,7 +226,8 @@ def test_missing_field_empty_batch_and_limits(server):
     assert r.status_code == 413 and "at most 2000" in r.json()["detail"]
     assert c.post("/predict", json=[GOOD] * 2000).status_code == 200
     r = c.post("/predict", json=[{}] * 1500)  # 13 errors per record: the answer lists the first 100
-    assert r.status_code == 422 and len(r.json()["detail"]) == 100 and r.json()["detail"][0]["loc"] == ["body", 0, "age"]
+    assert r.status_code == 422 and len(r.json()["detail"]) == 100
+    assert r.json()["detail"][0]["loc"] == ["body", 0, "age"]
     r = c.post("/predict", content=b"[" + b" " * 1_000_001 + b"]", headers={"content-type": "application/json"})
     assert r.status_code == 413 and "--max-body-bytes" in r.json()["detail"]
 
@@ -402,8 +403,12 @@ def test_champion_moves_and_a_corrupt_one_is_refused_without_failing_a_request(r
 
 def test_model_dir_is_served_and_a_changed_pickle_is_refused(registry_ws, tmp_path):
     s = Server(registry_ws, "--model-dir", "models", "--poll", "0", "--unknown-categories", "accept",
-               token=None)
+               "--cors-origin", "https://app.example", token=None)
     try:
+        ok = s.client.post("/predict", json=GOOD, headers={"Origin": "https://app.example"})
+        assert ok.headers["access-control-allow-origin"] == "https://app.example"
+        other = s.client.post("/predict", json=GOOD, headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
         info = s.client.get("/model").json()
         card = json.loads((registry_ws / "models" / "model.json").read_text())
         assert info["source"] == "directory" and info["model_sha256"] == card["sha256"] and info["alias"] is None
@@ -438,3 +443,40 @@ def test_serve_does_not_load_for_other_commands():
     code = "import sys, mlci.cli; print(sorted(m for m in ('fastapi', 'uvicorn', 'mlflow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_no_champion_is_exit_6_in_one_line(registry_ws):
+    params = (registry_ws / "params.yaml").read_text().replace("model_name: adult-income", "model_name: nobody")
+    (registry_ws / "other-params.yaml").write_text(params)
+    proc = run_mlci("--params", "other-params.yaml", "serve", "--port", "0", cwd=registry_ws)
+    assert proc.returncode == errors.PREREQUISITE
+    assert proc.stderr.startswith("error: nobody@champion") and "no model to serve" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_model_failing_its_smoke_prediction_is_not_installed(registry_ws):
+    """The holder and its checks are real; the source hands it a model whose Pipeline answers nonsense."""
+    from mlci.serve import Candidate, DirSource, ModelHolder
+
+    class Broken(DirSource):
+        def current(self):
+            return "broken" if self.broken else super().current()
+
+        def load(self, ident):
+            c = super().load(ident)
+            if ident == "broken":
+                c.pipeline.predict_proba = lambda frame: np.full((len(frame), 2), 0.5)
+                c = Candidate("broken", c.pipeline, c.card, c.info)
+            return c
+
+    source = Broken(registry_ws / "models")
+    source.broken = False
+    holder = ModelHolder(source, poll=0)
+    first = holder.load_initial()
+    source.broken = True
+    outcome = holder.check()
+    assert outcome["status"] == "kept" and "disagree" in outcome["error"]
+    assert holder.current is first and holder.last_error["version"] == "broken"
+    assert holder.check() == {"status": "kept", "version": first.info["version"], "error": outcome["error"]}
+    source.broken = False
+    assert holder.check()["status"] == "unchanged" and holder.current is first

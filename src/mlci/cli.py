@@ -513,18 +513,23 @@ def diff(ctx: click.Context, a: str | None, b: str | None, as_json: bool, as_md:
 
 
 @main.command(epilog=_epilog())
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", envvar="MLCI_SERVE_HOST", show_envvar=True, default="127.0.0.1", show_default=True,
               help="Address to listen on (loopback only unless told otherwise, e.g. 0.0.0.0).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
-@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--port", envvar="MLCI_SERVE_PORT", show_envvar=True, type=click.IntRange(0, 65535), default=8000,
+              show_default=True, help="0: any free port.")
+@click.option("--model-dir", envvar="MLCI_SERVE_MODEL_DIR", show_envvar=True,
+              type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Serve this model directory (model.pkl + model.json) instead of the registry's champion.")
-@click.option("--poll", type=click.FloatRange(min=0), default=30.0, show_default=True,
+@click.option("--poll", envvar="MLCI_SERVE_POLL", show_envvar=True, type=click.FloatRange(min=0), default=30.0,
+              show_default=True,
               help="Seconds between looks at the model source for a new model (0: never; see POST /admin/reload).")
-@click.option("--unknown-categories", type=click.Choice(["reject", "accept"]), default="reject", show_default=True,
+@click.option("--unknown-categories", envvar="MLCI_SERVE_UNKNOWN_CATEGORIES", show_envvar=True,
+              type=click.Choice(["reject", "accept"]), default="reject", show_default=True,
               help="An unknown category: a 422 naming the field, or accepted and scored as missing.")
-@click.option("--max-batch", type=click.IntRange(min=1), default=10_000, show_default=True,
-              help="Most records per request (413 beyond).")
-@click.option("--max-body-bytes", type=click.IntRange(min=1024), default=8 * 1024 * 1024, show_default=True,
+@click.option("--max-batch", envvar="MLCI_SERVE_MAX_BATCH", show_envvar=True, type=click.IntRange(min=1),
+              default=10_000, show_default=True, help="Most records per request (413 beyond).")
+@click.option("--max-body-bytes", envvar="MLCI_SERVE_MAX_BODY_BYTES", show_envvar=True,
+              type=click.IntRange(min=1024), default=8 * 1024 * 1024, show_default=True,
               help="Largest request body (413 beyond).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Allow browser requests from ORIGIN (repeatable). Default: no CORS headers at all.")

@@ -119,7 +119,8 @@ class FastScorer:
         if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in got.tolist()):
             raise ValueError(f"smoke prediction gave probabilities outside [0, 1]: {got.tolist()}")
         if np.max(np.abs(got - expected)) > tolerance:
-            raise ValueError(f"fast path and Pipeline disagree on the smoke records: {got.tolist()} vs {expected.tolist()}")
+            raise ValueError(f"fast path and Pipeline disagree on the smoke records: {got.tolist()} "
+                             f"vs {expected.tolist()}")
         if labels != [str(x) for x in pipeline.predict(frame)]:
             raise ValueError("fast path and Pipeline disagree on the smoke records' labels")
 

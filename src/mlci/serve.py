@@ -446,12 +446,14 @@ def create_app(holder: ModelHolder, opts: Options):
         finally:
             holder.stop()
 
+    unknown_note = ("rejected (422)" if opts.unknown_categories == "reject"
+                    else "accepted and scored as missing")
     app = FastAPI(
         lifespan=lifespan,
         title="mlci model server",
         version="1",
         description=(f"Scores raw records of dataset {ds.name!r} with the model from {holder.source.describe}. "
-                     f"Unknown categories are {'rejected (422)' if opts.unknown_categories == 'reject' else 'accepted and treated as missing'}; "
+                     f"Unknown categories are {unknown_note}; "
                      f"at most {opts.max_batch} records and {opts.max_body_bytes} bytes per request (413 beyond)."),
     )
 
