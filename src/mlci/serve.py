@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import os
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,10 +97,12 @@ class RegistrySource:
         reg = self.registry
         mv = reg.version(version)
         expected = mv.tags.get(T + "model_sha256")
-        path = reg.fetch(version)  # raises unless the downloaded bytes match the registry's sha256
-        pipeline = load_pickle(path, expected, f"{self.name} v{version}")  # the bytes just checked, read once
-        card_path = path.with_name("model.json")
-        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        # A directory of our own, removed once loaded: a long-running server swaps many times.
+        with tempfile.TemporaryDirectory(prefix="mlci-serve-") as tmp:
+            path = reg.fetch(version, Path(tmp))  # raises unless the downloaded bytes match the registry's sha256
+            pipeline = load_pickle(path, expected, f"{self.name} v{version}")  # reads once, checks, unpickles
+            card_path = path.with_name("model.json")
+            card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         run = reg.client.get_run(mv.run_id) if mv.run_id else None
         metrics = {k: v for k, v in (run.data.metrics.items() if run else ())
                    if k.startswith(("validation_", "test_"))}
@@ -488,7 +491,7 @@ def create_app(holder: ModelHolder, opts: Options):
         # event loop thread is also what makes the scorer's preallocated row safe.
         loaded = holder.current  # one read: this request is answered by this model, whatever swaps meanwhile
         records = body if isinstance(body, list) else [body]
-        if len(records) > opts.max_batch:
+        if len(records) > opts.max_batch:  # normally refused before validation (OrjsonRequest); kept as the rule
             return JSONResponse({"detail": f"{len(records)} records; at most {opts.max_batch} per request "
                                            "(--max-batch)"}, status_code=413)
         p, labels = loaded.scorer.score([r.__dict__ for r in records])
