@@ -480,3 +480,25 @@ def test_a_model_failing_its_smoke_prediction_is_not_installed(registry_ws):
     assert holder.check() == {"status": "kept", "version": first.info["version"], "error": outcome["error"]}
     source.broken = False
     assert holder.check()["status"] == "unchanged" and holder.current is first
+
+
+def test_a_version_registered_without_its_card_takes_the_builtin_dataset_schema(registry_ws):
+    """Versions registered before they carried model.json: the run's `dataset` parameter names the schema."""
+    from mlci.schema import record_model
+    import mlflow
+
+    from mlci.serve import RegistrySource, prepare
+
+    mlc = mlflow.MlflowClient(tracking_uri=f"sqlite:///{registry_ws / 'mlflow.db'}")
+    sha = mlc.get_model_version("adult-income", "1").tags["mlci.model_sha256"]
+    (pkl,) = [p for p in (registry_ws / "mlartifacts").rglob("model.pkl")
+              if "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() == sha]
+    pkl.with_name("model.json").unlink(missing_ok=True)
+    source = RegistrySource(f"sqlite:///{registry_ws / 'mlflow.db'}",
+                            {"experiment": "mlci", "model_name": "adult-income", "alias": "champion",
+                             "compare_metric": "validation_roc_auc", "greater_is_better": True})
+    loaded = prepare(source.load("1"))
+    assert loaded.dataset.name == "adult" and loaded.info["version"] == "1" and loaded.info["trained_at"]
+    props = record_model(loaded.dataset, loaded.scorer.categories).model_json_schema()["properties"]
+    assert {"type": "integer", "minimum": 0, "maximum": 120} in props["age"]["anyOf"]
+    assert loaded.scorer.positive_label == ">50K"

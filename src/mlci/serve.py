@@ -23,12 +23,13 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from .errors import SERVE, MlciError, PrerequisiteError, UsageError
-from .params import Column, DatasetDef
+from .params import BUILTIN_DATASETS, Column, DatasetDef, load_dataset_def
 from .schema import record_model, response_model, schema_key
 from .scoring import FastScorer, UnsupportedModel, smoke_records
 
@@ -86,6 +87,7 @@ class RegistrySource:
         self.registry = Registry(uri, tracking)
         self.name, self.alias = self.registry.name, self.registry.alias
         self.describe = f"{self.name}@{self.alias} ({uri})"
+        self.nothing_hint = "no champion yet: run `mlci run` or `mlci promote`, or pass --model-dir"
 
     def current(self) -> str | None:
         mv = self.registry.champion()
@@ -104,6 +106,10 @@ class RegistrySource:
             card_path = path.with_name("model.json")
             card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         run = reg.client.get_run(mv.run_id) if mv.run_id else None
+        if not card.get("dataset") and run is not None and run.data.params.get("dataset") in BUILTIN_DATASETS:
+            # Registered before versions carried their card: the run names its (built-in) dataset.
+            ds = load_dataset_def(run.data.params["dataset"])
+            card = {"dataset": ds.model_dump(mode="json"), "positive_label": ds.positive_label}
         metrics = {k: v for k, v in (run.data.metrics.items() if run else ())
                    if k.startswith(("validation_", "test_"))}
         tags = run.data.tags if run else {}
@@ -130,6 +136,7 @@ class DirSource:
         self.results_dir = results_dir
         self.name, self.alias = str(model_dir), None
         self.describe = str(model_dir)
+        self.nothing_hint = "no model.json there: run `mlci train` first"
 
     def current(self) -> str | None:
         from .fileio import read_json
@@ -223,7 +230,11 @@ class ModelHolder:
         self.current: Loaded | None = None  # read by requests without a lock: one reference
         self.last_error: dict | None = None
         self.last_check: str | None = None
-        self._failed: str | None = None  # the ident that failed, not retried until the source moves
+        # The ident that failed: not retried until the source moves, /admin/reload asks, or retry_after
+        # seconds passed (a download can fail for a passing reason; a corrupt version fails again, logged).
+        self._failed: str | None = None
+        self._failed_at = 0.0
+        self.retry_after = max(300.0, 10 * poll)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -232,8 +243,7 @@ class ModelHolder:
         """At start-up a model that cannot be served is an error the CLI reports with its exit code."""
         ident = self.source.current()
         if ident is None:
-            raise PrerequisiteError(f"{self.source.describe}: no model to serve "
-                                    "(no champion yet: run `mlci run` or `mlci promote`, or pass --model-dir)")
+            raise PrerequisiteError(f"{self.source.describe}: no model to serve ({self.source.nothing_hint})")
         candidate = self.source.load(ident)
         try:
             self.current = prepare(candidate)
@@ -253,7 +263,7 @@ class ModelHolder:
             old = self.current
             if ident is None or (old is not None and ident == old.ident):
                 return {"status": "unchanged", "version": old.info["version"] if old else None}
-            if ident == self._failed and not force:
+            if ident == self._failed and not force and time.monotonic() - self._failed_at < self.retry_after:
                 return {"status": "kept", "version": old.info["version"] if old else None,
                         "error": self.last_error["error"] if self.last_error else None}
             try:
@@ -271,7 +281,7 @@ class ModelHolder:
                     "previous": old.info["version"] if old else None}
 
     def _failure(self, ident: str | None, error: str) -> dict:
-        self._failed = ident
+        self._failed, self._failed_at = ident, time.monotonic()
         self.last_error = {"version": ident, "error": error, "at": _now()}
         served = self.current.info["version"] if self.current else None
         log.error("model %s not loaded, still serving version %s: %s", ident, served, error)
