@@ -378,7 +378,8 @@ def test_champion_moves_and_a_corrupt_one_is_refused_without_failing_a_request(r
         sha = mlc.get_model_version("adult-income", "2").tags["mlci.model_sha256"]
         pkl = next(p for p in (registry_ws / "mlartifacts").rglob("model.pkl")
                    if "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() == sha)
-        pkl.write_bytes(pkl.read_bytes()[:-100] + b"\0" * 100)
+        good_bytes = pkl.read_bytes()
+        pkl.write_bytes(good_bytes[:-100] + b"\0" * 100)
         mlc.set_registered_model_alias("adult-income", "champion", "2")
         err = _wait_for(lambda: s.client.get("/model").json()["last_error"])
         assert err["version"] == "2" and "sha256" in err["error"]
@@ -388,11 +389,19 @@ def test_champion_moves_and_a_corrupt_one_is_refused_without_failing_a_request(r
         assert r.status_code == 200 and r.json()["status"] == "kept" and r.json()["version"] == "1"
         assert s.client.post("/predict", json=GOOD).json()["version"] == "1"
         time.sleep(1.0)
+        # Repaired: the poller does not retry a failed version at once, /admin/reload does, and swaps.
+        pkl.write_bytes(good_bytes)
+        time.sleep(1.5)
+        assert s.client.get("/model").json()["version"] == "1"
+        r = s.client.post("/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.json() == {"status": "swapped", "version": "2", "previous": "1", "error": None}
+        assert s.client.get("/model").json()["last_error"] is None
+        time.sleep(1.0)
     finally:
         hammer.stop()
         s.stop()
     assert hammer.failures == []
-    assert hammer.versions == ["2", "1"]
+    assert hammer.versions == ["2", "1", "2"]
     log = s.log.read_text()
     assert "now serving adult-income version 1 (was 2)" in log
     assert "model 2 not loaded, still serving version 1" in log and "Traceback" not in log
