@@ -16,6 +16,9 @@
 FastAPI, uvicorn and MLflow are imported only by this command.
 """
 
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at run time,
+# and the request model is a local variable of ``create_app`` (one per served dataset).
+
 import contextlib
 import hmac
 import json
@@ -451,6 +454,7 @@ def create_app(holder: ModelHolder, opts: Options):
                 return await handler(OrjsonRequest(request.scope, request.receive))
 
             return with_orjson
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         holder.start()
