@@ -541,6 +541,51 @@ def webhook(repo_url: str, branches: tuple[str, ...], repository: str | None, wo
     uvicorn.run(app(config), host=host, port=port, log_level="info")
 
 
+@main.command(epilog=_epilog())
+@click.option("--host", envvar="MLCI_SERVE_HOST", show_envvar=True, default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback only unless told otherwise, e.g. 0.0.0.0).")
+@click.option("--port", envvar="MLCI_SERVE_PORT", show_envvar=True, type=click.IntRange(0, 65535), default=8000,
+              show_default=True, help="0: any free port.")
+@click.option("--model-dir", envvar="MLCI_SERVE_MODEL_DIR", show_envvar=True,
+              type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Serve this model directory (model.pkl + model.json) instead of the registry's champion.")
+@click.option("--poll", envvar="MLCI_SERVE_POLL", show_envvar=True, type=click.FloatRange(min=0), default=30.0,
+              show_default=True,
+              help="Seconds between looks at the model source for a new model (0: never; see POST /admin/reload).")
+@click.option("--unknown-categories", envvar="MLCI_SERVE_UNKNOWN_CATEGORIES", show_envvar=True,
+              type=click.Choice(["reject", "accept"]), default="reject", show_default=True,
+              help="An unknown category: a 422 naming the field, or accepted and scored as missing.")
+@click.option("--max-batch", envvar="MLCI_SERVE_MAX_BATCH", show_envvar=True, type=click.IntRange(min=1),
+              default=10_000, show_default=True, help="Most records per request (413 beyond).")
+@click.option("--max-body-bytes", envvar="MLCI_SERVE_MAX_BODY_BYTES", show_envvar=True,
+              type=click.IntRange(min=1024), default=8 * 1024 * 1024, show_default=True,
+              help="Largest request body (413 beyond).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow browser requests from ORIGIN (repeatable). Default: no CORS headers at all.")
+@click.option("--access-log", is_flag=True, help="Log every request (off by default: it costs throughput).")
+@click.pass_context
+@handle_errors
+def serve(ctx: click.Context, host: str, port: int, model_dir: Path | None, poll: float, unknown_categories: str,
+          max_batch: int, max_body_bytes: int, cors_origins: tuple[str, ...], access_log: bool) -> None:
+    """Serve the model over HTTP: POST /predict, GET /health, /ready, /model; POST /admin/reload.
+
+    The model is the registry's champion (tracking.model_name and tracking.alias in params.yaml,
+    MLFLOW_TRACKING_URI), or --model-dir. Its pickle is loaded only after its sha256 matches the
+    one recorded at training time. A new champion is picked up without restarting; one that fails
+    to load leaves the old one serving. POST /admin/reload needs Authorization: Bearer
+    $MLCI_SERVE_TOKEN and is disabled when that variable is unset.
+    """
+    from .resolve import resolve
+    from .serve import Options, open_source, serve as run_server
+
+    s = S.from_env(ctx.obj.get("params_file"))
+    params = resolve(s.params_file, [], s.state_dir)
+    source = open_source(model_dir, params.section("tracking"), s.results_dir)
+    opts = Options(host=host, port=port, poll=poll, unknown_categories=unknown_categories, max_batch=max_batch,
+                   max_body_bytes=max_body_bytes, cors_origins=cors_origins, access_log=access_log)
+    run_server(source, opts, echo=lambda m: click.echo(m, err=True))
+
+
 @main.command()
 def idle() -> None:
     """Do nothing until stopped: keeps a container up for the tutorial's `docker container exec` steps."""

@@ -17,6 +17,7 @@ REJECTS = 5  # too many rows rejected by validation
 PREREQUISITE = 6  # a stage's input is missing or stale (e.g. test before a passing gate)
 BUSY = 7  # another mlci process holds the workspace lock
 TRACKING = 8  # the tracking server or registry is unreachable or inconsistent
+SERVE = 9  # `mlci serve` cannot listen on the address (in use, not permitted)
 
 EXIT_CODES = {
     OK: "success",
@@ -28,6 +29,7 @@ EXIT_CODES = {
     PREREQUISITE: "a stage's inputs are missing (run the earlier stages first)",
     BUSY: "another mlci process is using this workspace",
     TRACKING: "the tracking server or model registry is unreachable, or a model artifact there is missing or corrupt",
+    SERVE: "`mlci serve` cannot listen on the requested address (in use or not permitted)",
 }
 
 

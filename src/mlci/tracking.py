@@ -219,6 +219,9 @@ class Registry:
         logged = self.client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
         with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
             shutil.copyfile(model_file, Path(tmp) / "model.pkl")
+            # The card (declared schema, labels, trained-at) travels with the model: `mlci serve` builds
+            # its request schema from it. JSON, so safe to read; the pickle stays behind its sha256.
+            (Path(tmp) / "model.json").write_text(json.dumps(card, indent=2))
             _write_mlflow_model(Path(tmp), card, run_id, logged.model_id)
             self.client.log_model_artifacts(logged.model_id, tmp)
         self.client.finalize_logged_model(logged.model_id, "READY")
@@ -252,13 +255,15 @@ class Registry:
         except MlflowException:
             return None
 
-    def fetch(self, version: str) -> Path:
-        """Download a version's model.pkl; check its sha256 against the registry's tag; return its path."""
+    def fetch(self, version: str, dst: Path | None = None) -> Path:
+        """Download a version's model.pkl (into ``dst``, else a new temporary directory); check its sha256
+        against the registry's tag; return its path."""
         mv = self.version(version)
         expected = mv.tags.get(T + "model_sha256")
         where = f"{self.name} v{mv.version}"
         try:
-            local = Path(self.mlflow.artifacts.download_artifacts(mv.source)) / "model.pkl"
+            local = Path(self.mlflow.artifacts.download_artifacts(
+                mv.source, dst_path=str(dst) if dst is not None else None)) / "model.pkl"
             data = local.read_bytes()
         except Exception as e:  # noqa: BLE001 - any failure to fetch is the same problem for the user
             raise TrackingError(f"{where}: its model artifact cannot be read ({type(e).__name__}: "
