@@ -91,5 +91,18 @@ USER 10001:10001
 ENTRYPOINT ["mlci"]
 CMD ["run"]
 
-# ---- serve: the model server (issue 6) goes here, as `FROM pipeline AS serve` with its own
-# CMD and HEALTHCHECK, so `docker build --target serve` shares every layer above.
+# ---- serve: the model server. The same layers as the pipeline image; only what runs differs:
+#   docker build --target serve -t adult-model-serve .
+#   docker run -d -p 127.0.0.1:8000:8000 -v mlci-mlflow:/data/mlflow adult-model-serve     # the champion
+#   docker run -d -p 127.0.0.1:8000:8000 -v "$PWD/models:/models:ro" -e MLCI_SERVE_MODEL_DIR=/models \
+#     adult-model-serve                                                                      # a model directory
+FROM pipeline AS serve
+# Inside its own network namespace the server must listen on all of the container's addresses
+# for a published port to reach it; publish it on the host's loopback (`-p 127.0.0.1:...`).
+ENV MLCI_SERVE_HOST=0.0.0.0 \
+    MLCI_SERVE_PORT=8000
+EXPOSE 8000
+# Healthy = a model is loaded and answering (/ready), not merely a process that is up.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/ready', timeout=2)"]
+CMD ["serve"]

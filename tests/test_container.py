@@ -134,3 +134,44 @@ def test_image_runs_as_non_root_and_carries_no_leftovers(image):
         found = docker("run", "--rm", "--entrypoint", "sh", image, "-c",
                        f"grep -rlF '{marker}' /etc /opt /app /data /usr/local 2>/dev/null; true").stdout
         assert found.strip() == "", f"the build proxy's CA leaked into: {found}"
+
+
+def test_serve_image_becomes_healthy_and_answers_like_the_host(image, tmp_path):
+    """The `serve` target: non-root, HEALTHCHECK on /ready, the same probability as the host for a record."""
+    import urllib.request
+
+    import pandas as pd
+    from servers import free_port
+
+    from mlci.stages import load_model
+
+    serve_image = f"{IMAGE}-serve"
+    build("serve", serve_image)
+    models = tmp_path / "models"
+    models.mkdir()
+    models.chmod(0o777)  # the pipeline image writes as its own unprivileged user
+    docker("run", "--rm", "-v", f"{models}:/data/model", image, "run", "--no-track", "--until", "train")
+    port, name = free_port(), f"serve-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", "-v", f"{models}:/models:ro",
+           "-e", "MLCI_SERVE_MODEL_DIR=/models", serve_image)
+    try:
+        assert docker("inspect", "-f", "{{.Config.User}}", name).stdout.strip() == "10001:10001"
+        deadline, health = time.time() + 120, ""
+        while time.time() < deadline and health != "healthy":
+            health = docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()
+            time.sleep(1)
+        assert health == "healthy", docker("logs", name, check=False).stderr[-3000:]
+        record = {"age": 39, "workclass": "State-gov", "education": "Bachelors", "education_num": 13,
+                  "marital_status": "Never-married", "occupation": "Adm-clerical", "relationship": "Not-in-family",
+                  "race": "White", "sex": "Male", "capital_gain": 2174, "capital_loss": 0, "hours_per_week": 40,
+                  "native_country": "United-States"}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=json.dumps(record).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            answer = json.loads(resp.read())
+        model, card = load_model(models)
+        frame = pd.DataFrame([record]).reindex(columns=card["features"])
+        expected = model.predict_proba(frame)[0, list(model.classes_).index(card["positive_label"])]
+        assert abs(answer["predictions"][0]["probability"] - expected) < 1e-9
+    finally:
+        docker("rm", "-f", name, check=False)

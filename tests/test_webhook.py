@@ -81,12 +81,14 @@ class Server:
         raise AssertionError(f"no finished run for {commit}: {self.get('/runs')}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("webhook"))
-    (srv.work / "data" / "raw").mkdir(parents=True)
-    shutil.copy(ROOT / "params.yaml", srv.work / "params.yaml")
-    shutil.copy(adult_data(), srv.work / "data" / "raw" / "adult.data")
+def start(tmp: Path, files: dict[str, Path], runner: str, *extra: str) -> Server:
+    """A project repository with ``files``, its bare origin (with the hook) and a webhook server."""
+    import os
+
+    srv = Server(tmp)
+    for name, source in files.items():
+        (srv.work / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, srv.work / name)
     srv.git("init", "-q", "-b", "main")
     srv.git("add", "-A")
     srv.git("commit", "-qm", "the project")
@@ -99,19 +101,26 @@ def server(tmp_path_factory):
     port = srv.url.rsplit(":", 1)[1]
     srv.proc = subprocess.Popen(
         [sys.executable, "-m", "mlci", "webhook", "--repo-url", str(srv.bare), "--branch", "main",
-         "--branch", HOSTILE, "--repository", "acme/adult", "--workdir", str(srv.tmp / "runs"),
-         "--runner", "host", "--port", port, "--max-body-bytes", "65536"],
-        cwd=srv.cwd, env={**__import__("os").environ, "MLCI_WEBHOOK_SECRET": SECRET, "MLCI_TRACKING_DAEMON": "0"},
+         "--repository", "acme/adult", "--workdir", str(srv.tmp / "runs"), "--runner", runner, "--port", port,
+         "--max-body-bytes", "65536", *extra],
+        cwd=srv.cwd, env={**os.environ, "MLCI_WEBHOOK_SECRET": SECRET, "MLCI_TRACKING_DAEMON": "0"},
         stdout=subprocess.DEVNULL, stderr=open(srv.tmp / "server.log", "w"))
     deadline = time.time() + 60
     while True:
         try:
             srv.get("/health")
-            break
+            return srv
         except OSError:
             if time.time() > deadline or srv.proc.poll() is not None:
                 raise AssertionError((srv.tmp / "server.log").read_text()[-3000:]) from None
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Host runner: the project is params.yaml and the data; the installed mlci runs it."""
+    files = {"params.yaml": ROOT / "params.yaml", "data/raw/adult.data": adult_data()}
+    srv = start(tmp_path_factory.mktemp("webhook"), files, "host", "--branch", HOSTILE)
     yield srv
     srv.proc.terminate()
     srv.proc.wait(timeout=30)
@@ -193,3 +202,28 @@ def test_bad_requests_run_nothing(server):
     run = server.wait("b" * 40, timeout=60)
     assert run["status"] == "failed" and "not found" in run["error"]
     assert server.proc.poll() is None  # still serving
+
+
+def test_push_runs_the_pipeline_in_the_commits_image(tmp_path):
+    """Docker runner: the pushed commit is this repository; its own Dockerfile builds the image that runs."""
+    from docker_harness import CA_BUNDLE, docker_cli, engine_or_skip, ensure_base_image
+
+    engine_or_skip()
+    ensure_base_image()
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    files = {name: ROOT / name for name in filter(None, listed) if (ROOT / name).is_file()}
+    extra = ["--build-secret", f"pip_ca={CA_BUNDLE}"] if CA_BUNDLE.exists() else []
+    import os
+
+    os.environ.setdefault("MLCI_DOCKER", docker_cli())  # the server inherits it: a BuildKit-capable client
+    srv = start(tmp_path, files, "docker", *extra)
+    try:
+        srv.git("push", "-q", "origin", "main")
+        run = srv.wait(srv.git("rev-parse", "HEAD"), timeout=900)
+        assert run["runner"] == "docker" and run["status"] == "passed", run["log"][-3000:]
+        assert run["gate"]["passed"] is True and run["metrics"]["test_acc"] >= 0.86
+        assert "docker build" in run["log"]
+    finally:
+        srv.proc.terminate()
+        srv.proc.wait(timeout=30)

@@ -524,9 +524,11 @@ def diff(ctx: click.Context, a: str | None, b: str | None, as_json: bool, as_md:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
+@click.option("--build-secret", "build_secrets", multiple=True, metavar="ID=PATH",
+              help="A BuildKit secret for `docker build` (e.g. pip_ca=/etc/ssl/certs/ca-certificates.crt).")
 @handle_errors
 def webhook(repo_url: str, branches: tuple[str, ...], repository: str | None, workdir: Path, runner: str,
-            host: str, port: int, max_body_bytes: int) -> None:
+            host: str, port: int, max_body_bytes: int, build_secrets: tuple[str, ...]) -> None:
     """Run the pipeline on every signed GitHub push event POSTed to /github-webhook/ (secret: MLCI_WEBHOOK_SECRET)."""
     secret = os.environ.get("MLCI_WEBHOOK_SECRET", "")
     if not secret:
@@ -537,7 +539,8 @@ def webhook(repo_url: str, branches: tuple[str, ...], repository: str | None, wo
 
     workdir.mkdir(parents=True, exist_ok=True)
     config = Config(secret=secret.encode(), repo_url=repo_url, workdir=workdir.absolute(), branches=branches,
-                    repository=repository, runner=runner, max_body_bytes=max_body_bytes)
+                    repository=repository, runner=runner, max_body_bytes=max_body_bytes,
+                    build_secrets=build_secrets)
     uvicorn.run(app(config), host=host, port=port, log_level="info")
 
 

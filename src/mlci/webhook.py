@@ -74,6 +74,7 @@ class Config:
     branches: tuple[str, ...] = ("main",)
     repository: str | None = None  # "owner/name" the events must be about; None: any
     runner: str = "auto"  # auto, docker, host
+    build_secrets: tuple[str, ...] = ()  # "id=path": BuildKit secrets for `docker build` (e.g. a proxy's CA)
     max_body_bytes: int = 1 << 20
     timeout: float = 1800.0
 
@@ -149,15 +150,16 @@ def execute(run: Run, config: Config) -> None:
             store.mkdir(exist_ok=True)
             if run.runner == "docker":
                 tag = f"mlci-webhook:{run.commit[:12]}"
-                if step("docker", "build", "-t", tag, str(src)):
+                secrets = [a for spec in config.build_secrets for a in ("--secret", _secret(spec))]
+                if step(docker_cli(), "build", *secrets, "-t", tag, str(src), env=DOCKER_ENV):
                     raise RuntimeError("docker build failed")
                 results_dir = base / "results"
                 results_dir.mkdir()
                 for d in (results_dir, store):
                     d.chmod(0o777)  # the image runs as an unprivileged user
                 uri = ["-e", "MLFLOW_TRACKING_URI"] if os.environ.get("MLFLOW_TRACKING_URI") else []
-                code = step("docker", "run", "--rm", *uri, "-v", f"{results_dir}:/data/results",
-                            "-v", f"{store}:/data/mlflow", tag, "run")
+                code = step(docker_cli(), "run", "--rm", *uri, "-v", f"{results_dir}:/data/results",
+                            "-v", f"{store}:/data/mlflow", tag, "run", env=DOCKER_ENV)
             else:
                 env = {k: v for k, v in os.environ.items() if k not in LOCAL_VARS}
                 env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{(store / 'mlflow.db').absolute()}")
@@ -176,13 +178,27 @@ def execute(run: Run, config: Config) -> None:
         run.finished_at = time.time()
 
 
+def docker_cli() -> str:
+    """``MLCI_DOCKER`` (a client that builds with BuildKit secrets, e.g. Debian's /usr/bin/docker) or `docker`."""
+    return os.environ.get("MLCI_DOCKER") or shutil.which("docker") or "docker"
+
+
+DOCKER_ENV = {**os.environ, "DOCKER_BUILDKIT": "1"}
+
+
+def _secret(spec: str) -> str:
+    ident, _, path = spec.partition("=")
+    return f"id={ident},src={path}"
+
+
 def _runner(choice: str) -> str:
     if choice != "auto":
         return choice
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "info"], capture_output=True, timeout=20).returncode == 0:
-        return "docker"
-    return "host"
+    try:
+        up = subprocess.run([docker_cli(), "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        up = False
+    return "docker" if up else "host"
 
 
 def _read(path: Path) -> dict | None:
