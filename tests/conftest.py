@@ -26,6 +26,21 @@ UCI_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education.num", "mari
                "native.country", "income"]
 
 
+def use_mlflow(uri: str) -> None:
+    """Point MLflow's fluent API (``models:/`` URIs) at ``uri`` in this process, tracking and registry
+    both, without MLflow's export of them to os.environ, which later tests' runs would inherit."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def adult_data() -> Path:
     """The UCI training file: ../shared/data when present, else the bundled copy."""
     shared = SHARED / "adult.data"

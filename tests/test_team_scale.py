@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, adult_data, run_mlci
+from conftest import ROOT, adult_data, run_mlci, use_mlflow
 from servers import MlflowServer, Postgres
 
 from mlci import errors
@@ -62,7 +62,7 @@ def test_pipeline_against_a_real_tracking_server(server, tmp_path):
     import mlflow
     import pandas as pd
 
-    mlflow.set_tracking_uri(server.uri)
+    use_mlflow(server.uri)
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     rows = pd.read_parquet(ws / "data" / "processed" / "test.parquet").drop(columns=["income"]).head(5)
     rows = rows.astype({c: object for c in rows.columns if isinstance(rows[c].dtype, pd.CategoricalDtype)})

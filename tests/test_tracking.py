@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, outputs, run_mlci
+from conftest import cli, outputs, run_mlci, use_mlflow
 
 from mlci import errors
 
@@ -74,7 +74,7 @@ def test_run_is_recorded_registered_and_promoted(tracked):
     import mlflow
     import pandas as pd
 
-    mlflow.set_tracking_uri(f"sqlite:///{tracked / 'mlflow.db'}")
+    use_mlflow(f"sqlite:///{tracked / 'mlflow.db'}")
     model = mlflow.sklearn.load_model("models:/adult-income@champion")
     val = pd.read_parquet(tracked / "data" / "processed" / "validation.parquet").head(20)
     proba = model.predict_proba(val.drop(columns=["income"]))[:, 1]

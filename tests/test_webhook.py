@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import adult_data
+from conftest import PATH_VARS, adult_data
 from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,8 @@ def start(tmp: Path, files: dict[str, Path], runner: str, *extra: str) -> Server
         [sys.executable, "-m", "mlci", "webhook", "--repo-url", str(srv.bare), "--branch", "main",
          "--repository", "acme/adult", "--workdir", str(srv.tmp / "runs"), "--runner", runner, "--port", port,
          "--max-body-bytes", "65536", *extra],
-        cwd=srv.cwd, env={**os.environ, "MLCI_WEBHOOK_SECRET": SECRET, "MLCI_TRACKING_DAEMON": "0"},
+        cwd=srv.cwd, env={**{k: v for k, v in os.environ.items() if k not in PATH_VARS},
+                          "MLCI_WEBHOOK_SECRET": SECRET, "MLCI_TRACKING_DAEMON": "0"},
         stdout=subprocess.DEVNULL, stderr=open(srv.tmp / "server.log", "w"))
     deadline = time.time() + 60
     while True:

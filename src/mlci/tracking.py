@@ -111,8 +111,17 @@ class Registry:
         _quiet_mlflow()  # again: importing mlflow configures its loggers
         self.mlflow = mlflow
         self.uri = uri
+        # For MLflow's fluent helpers (artifact downloads resolve `models:/` and run URIs with them).
+        # MLflow also exports them to os.environ "so that subprocesses inherit them": our processes
+        # must not (a server in one test, a later run in another workspace would track there).
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         self.experiment = tracking["experiment"]
         self.name = tracking["model_name"]
