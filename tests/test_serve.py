@@ -374,7 +374,8 @@ def test_champion_moves_and_a_corrupt_one_is_refused_without_failing_a_request(r
         _wait_for(lambda: s.client.get("/model").json()["version"] == "1")
         time.sleep(1.0)  # answered by v1 for a while
         # v2's artifact is corrupted in the store; then the alias is pointed at it behind mlci's back.
-        mlc = mlflow.MlflowClient(tracking_uri=f"sqlite:///{registry_ws / 'mlflow.db'}")
+        uri = f"sqlite:///{registry_ws / 'mlflow.db'}"
+        mlc = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         sha = mlc.get_model_version("adult-income", "2").tags["mlci.model_sha256"]
         pkl = next(p for p in (registry_ws / "mlartifacts").rglob("model.pkl")
                    if "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() == sha)
@@ -498,7 +499,8 @@ def test_a_version_registered_without_its_card_takes_the_builtin_dataset_schema(
 
     from mlci.serve import RegistrySource, prepare
 
-    mlc = mlflow.MlflowClient(tracking_uri=f"sqlite:///{registry_ws / 'mlflow.db'}")
+    uri = f"sqlite:///{registry_ws / 'mlflow.db'}"
+    mlc = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     sha = mlc.get_model_version("adult-income", "1").tags["mlci.model_sha256"]
     (pkl,) = [p for p in (registry_ws / "mlartifacts").rglob("model.pkl")
               if "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() == sha]

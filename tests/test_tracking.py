@@ -38,7 +38,9 @@ def tracked(workspace, empty_mlflow_db, monkeypatch):
 def client(ws: Path):
     import mlflow
 
-    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
+    # The registry too: a client without one uses the process-wide registry URI, if any test set one.
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def runs(ws: Path):
