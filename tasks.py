@@ -6,6 +6,7 @@
     python3 tasks.py bench    # the pipeline benchmark (bench/pipeline.py)
     python3 tasks.py bench-tracking   # what MLflow tracking costs a run (bench/tracking.py)
     python3 tasks.py bench-container  # image size, build times (bench/container.py; needs DOCKER_HOST)
+    python3 tasks.py bench-serve      # mlci serve vs mlflow models serve (bench/serve.py; needs wrk)
     python3 tasks.py lock     # re-pin requirements.lock from pyproject.toml
 
 Set-up creates ``.venv`` and installs exactly the versions pinned in
@@ -84,6 +85,8 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "python"), "bench/report.py", *rest])
     if task == "bench-tracking":
         return subprocess.call([str(BIN / "python"), "bench/tracking.py", *rest])
+    if task == "bench-serve":
+        return subprocess.call([str(BIN / "python"), "bench/serve.py", *rest])
     print(f"unknown task {task!r}\n{__doc__}", file=sys.stderr)
     return 2
 
