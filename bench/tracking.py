@@ -85,10 +85,11 @@ def main() -> int:
             cold_u.append(timed(wu, "--no-track", "-S", f"train.n_estimators={411 + i}"))
         rows.append(("new model, no daemon (`MLCI_TRACKING_DAEMON=0`)", cold_t, cold_u))
         for ws in (wt, *(tmp / f"first-t{i}" for i in range(repeats))):  # stop the daemons it started
-            pid = (ws / ".mlci" / "tracking-daemon.lock")
-            if pid.exists() and pid.read_text().strip():
+            lock = ws / ".mlci" / "tracking-daemon.lock"
+            pid = lock.read_text().strip() if lock.exists() else ""
+            if pid:
                 try:
-                    os.kill(int(pid.read_text()), 15)
+                    os.kill(int(pid), 15)
                 except ProcessLookupError:
                     pass
 

@@ -26,19 +26,19 @@ UCI_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education.num", "mari
                "native.country", "income"]
 
 
-def use_mlflow(uri: str) -> None:
-    """Point MLflow's fluent API (``models:/`` URIs) at ``uri`` in this process, tracking and registry
-    both, without MLflow's export of them to os.environ, which later tests' runs would inherit."""
-    import mlflow
+def populate(ws: Path) -> Path:
+    """Make ``ws`` a workspace: the repository's params.yaml and the real data (linked)."""
+    (ws / "data" / "raw").mkdir(parents=True)
+    shutil.copy(ROOT / "params.yaml", ws / "params.yaml")
+    os.symlink(adult_data(), ws / "data" / "raw" / "adult.data")
+    return ws
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+
+def repo_files() -> list[str]:
+    """The repository's files as a fresh clone would have them (tracked, plus new ones not ignored)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    return [name for name in listed if name and (ROOT / name).is_file()]
 
 
 def adult_data() -> Path:
@@ -71,11 +71,7 @@ def workspace(tmp_path, monkeypatch):
     # The core pipeline's tests run untracked; tests/test_tracking.py turns tracking on.
     monkeypatch.setenv("MLCI_NO_TRACK", "1")
     monkeypatch.chdir(tmp_path)
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    raw = tmp_path / "data" / "raw"
-    raw.mkdir(parents=True)
-    os.symlink(adult_data(), raw / "adult.data")
-    return tmp_path
+    return populate(tmp_path)
 
 
 def outputs(ws: Path) -> list[str]:

@@ -14,7 +14,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, adult_data, cli, run_mlci
+from conftest import ROOT, cli, populate, run_mlci
 
 from mlci import errors
 from mlci.bootstrap import intervals, weighted_metrics
@@ -26,10 +26,7 @@ ARTIFACTS = Path(os.environ.get("MLCI_TEST_ARTIFACTS", ROOT / ".test-artifacts")
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory) -> Path:
     """One untracked `mlci run` on the real data, shared by the read-only checks below."""
-    ws = tmp_path_factory.mktemp("report")
-    shutil.copy(ROOT / "params.yaml", ws / "params.yaml")
-    (ws / "data" / "raw").mkdir(parents=True)
-    os.symlink(adult_data(), ws / "data" / "raw" / "adult.data")
+    ws = populate(tmp_path_factory.mktemp("report"))
     proc = run_mlci("run", cwd=ws, env={"MLCI_NO_TRACK": "1"})
     assert proc.returncode == 0, proc.stderr
     return ws

@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from conftest import PATH_VARS, ROOT, adult_data, run_mlci
+from conftest import PATH_VARS, populate, run_mlci
 
 from mlci import errors
 
@@ -45,10 +45,7 @@ def _env(extra: dict | None = None) -> dict:
 @pytest.fixture(scope="module")
 def registry_ws(tmp_path_factory) -> Path:
     """A git workspace with a tracked registry: v1 (defaults) and v2 (300 trees), v2 the champion."""
-    ws = tmp_path_factory.mktemp("serve")
-    shutil.copy(ROOT / "params.yaml", ws / "params.yaml")
-    (ws / "data" / "raw").mkdir(parents=True)
-    os.symlink(adult_data(), ws / "data" / "raw" / "adult.data")
+    ws = populate(tmp_path_factory.mktemp("serve"))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
     subprocess.run([*git, "add", "params.yaml"], cwd=ws, check=True)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, adult_data, run_mlci, use_mlflow
+from conftest import populate, run_mlci
 from servers import MlflowServer, Postgres
 
 from mlci import errors
+from mlci.tracking import use_uri
 
 GATE = ('gate.rules=[{metric: validation_roc_auc, min: 0.85}, {metric: validation_roc_auc, max_drop: 0.005}]')
 
@@ -32,11 +32,7 @@ def server(tmp_path_factory):
 
 
 def make_ws(path, name: str):
-    ws = path / name
-    (ws / "data" / "raw").mkdir(parents=True)
-    shutil.copy(ROOT / "params.yaml", ws / "params.yaml")
-    os.symlink(adult_data(), ws / "data" / "raw" / "adult.data")
-    return ws
+    return populate(path / name)
 
 
 def client(srv):
@@ -62,7 +58,7 @@ def test_pipeline_against_a_real_tracking_server(server, tmp_path):
     import mlflow
     import pandas as pd
 
-    use_mlflow(server.uri)
+    use_uri(server.uri)
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     rows = pd.read_parquet(ws / "data" / "processed" / "test.parquet").drop(columns=["income"]).head(5)
     rows = rows.astype({c: object for c in rows.columns if isinstance(rows[c].dtype, pd.CategoricalDtype)})

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, outputs, run_mlci, use_mlflow
+from conftest import cli, outputs, run_mlci
 
 from mlci import errors
+from mlci.tracking import use_uri
 
 GATE_FAIL = "gate.rules=[{metric: validation_acc, min: 0.99}]"
 
@@ -76,7 +77,7 @@ def test_run_is_recorded_registered_and_promoted(tracked):
     import mlflow
     import pandas as pd
 
-    use_mlflow(f"sqlite:///{tracked / 'mlflow.db'}")
+    use_uri(f"sqlite:///{tracked / 'mlflow.db'}")
     model = mlflow.sklearn.load_model("models:/adult-income@champion")
     val = pd.read_parquet(tracked / "data" / "processed" / "validation.parquet").head(20)
     proba = model.predict_proba(val.drop(columns=["income"]))[:, 1]

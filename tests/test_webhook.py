@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import PATH_VARS, adult_data
+from conftest import PATH_VARS, adult_data, repo_files
 from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +152,8 @@ def test_push_runs_the_pipeline_queues_supersedes_and_reports_the_gate(server):
 
 
 def test_hostile_branch_name_is_only_data(server):
-    server.git("checkout", "-q", "-b", HOSTILE, "HEAD~2")  # before the impossible gate
+    root = server.git("rev-list", "--max-parents=0", "HEAD")  # the project as first committed (gate passes)
+    server.git("checkout", "-q", "-b", HOSTILE, root)
     (server.work / "note.txt").write_text("hello\n")
     server.git("add", "note.txt")
     server.git("commit", "-qm", "on a hostile branch")
@@ -211,9 +212,7 @@ def test_push_runs_the_pipeline_in_the_commits_image(tmp_path):
 
     engine_or_skip()
     ensure_base_image()
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    files = {name: ROOT / name for name in filter(None, listed) if (ROOT / name).is_file()}
+    files = {name: ROOT / name for name in repo_files()}
     extra = ["--build-secret", f"pip_ca={CA_BUNDLE}"] if CA_BUNDLE.exists() else []
     import os
 

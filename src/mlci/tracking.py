@@ -100,6 +100,24 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def use_uri(uri: str) -> None:
+    """Point MLflow's fluent API at ``uri`` in this process, tracking and registry both.
+
+    MLflow also exports them to os.environ "so that subprocesses inherit them": ours must not (a
+    server in one test, a later run in another workspace would track there), so the environment
+    is put back as it was."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 class Registry:
     """A thin, typed layer over MlflowClient for one experiment and one registered model."""
 
@@ -111,17 +129,7 @@ class Registry:
         _quiet_mlflow()  # again: importing mlflow configures its loggers
         self.mlflow = mlflow
         self.uri = uri
-        # For MLflow's fluent helpers (artifact downloads resolve `models:/` and run URIs with them).
-        # MLflow also exports them to os.environ "so that subprocesses inherit them": our processes
-        # must not (a server in one test, a later run in another workspace would track there).
-        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        use_uri(uri)  # artifact downloads resolve `models:/` and run URIs with the fluent API's URIs
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         self.experiment = tracking["experiment"]
         self.name = tracking["model_name"]

@@ -89,11 +89,7 @@ class Session:
                 self._champion_file = {"version": version, **self.champion_model(version)}
         except Exception:  # noqa: BLE001 - only a head start: the gate's own request reports errors
             pass
-        try:
-            import mlflow.models  # noqa: F401
-            import mlflow.pyfunc  # noqa: F401
-        except Exception:  # noqa: BLE001
-            pass
+        preload()
 
     def model_ready(self) -> dict:
         """Train has written the model: register it now, while the pipeline gates, tests and
@@ -190,6 +186,16 @@ def _until_gone(lines):
         yield line
 
 
+def preload() -> None:
+    """Import what registering a model needs (a head start: errors surface where it is used)."""
+    try:
+        import mlflow  # noqa: F401
+        import mlflow.models  # noqa: F401
+        import mlflow.pyfunc  # noqa: F401
+    except Exception:  # noqa: BLE001
+        pass
+
+
 class Worker:
     """The pipeline's side: starts the worker, which begins the MLflow run at once, and talks to it."""
 
@@ -250,9 +256,9 @@ class Worker:
 class DaemonWorker(Worker):
     """The same interface, to the workspace's daemon over its socket."""
 
-    def __init__(self, sock, command: str, params_file: str | None, overrides: list[str]):
+    def __init__(self, sock, reader):
         self.sock = sock
-        self._r = sock.makefile("r", encoding="utf-8")
+        self._r = reader  # the one that read the daemon's answer to the hello (it may have buffered)
         self._w = sock.makefile("w", encoding="utf-8")
         self._begin = None
         self._send("begin")
@@ -301,9 +307,9 @@ def start(command: str, params_file: str | None, overrides: list[str], state_dir
         return LocalWorker(command, params_file, overrides)
     if state_dir is not None and os.environ.get("MLCI_TRACKING_DAEMON", "1") not in ("0", "false", "no", "off"):
         args = {"command": command, "params_file": params_file, "overrides": overrides}
-        sock = _daemon_connection(Path(state_dir), args)
-        if sock is not None:
-            return DaemonWorker(sock, command, params_file, overrides)
+        connected = _daemon_connection(Path(state_dir), args)
+        if connected is not None:
+            return DaemonWorker(*connected)  # the hello carried the run's arguments
     return Worker(command, params_file, overrides)
 
 
@@ -324,7 +330,8 @@ def identity() -> str:
 
 
 def _daemon_connection(state_dir: Path, args: dict):
-    """A connected socket whose daemon accepted this run, or None (then a worker of our own)."""
+    """A connected socket whose daemon accepted this run, and its reader; or None (then a worker
+    of our own)."""
     import time
 
     path = state_dir / SOCKET
@@ -342,13 +349,15 @@ def _daemon_connection(state_dir: Path, args: dict):
             if sock is None:
                 return None
         hello = {"op": "hello", "identity": me, "cwd": os.getcwd(), "env": dict(os.environ), "args": args}
+        reader = sock.makefile("r", encoding="utf-8")
         try:
             sock.sendall((json.dumps(hello) + "\n").encode())
-            answer = json.loads(sock.makefile("r", encoding="utf-8").readline() or "{}")
+            answer = json.loads(reader.readline() or "{}")
         except (OSError, ValueError):
             answer = {}
         if answer.get("ok"):
-            return sock
+            return sock, reader
+        reader.close()
         sock.close()
         if answer.get("reason") != "stale" or attempt:
             return None  # busy, or broken: a worker of our own
@@ -410,7 +419,7 @@ def daemon(state_dir: Path) -> int:
     server.listen(8)
     me = identity()
     # Import while nobody waits yet: what every run needs first (the store, the client).
-    threading.Thread(target=_preload, daemon=True).start()
+    threading.Thread(target=preload, daemon=True).start()
     busy = threading.Lock()
     state = {"last": time.monotonic(), "stop": False}
     import signal
@@ -432,15 +441,6 @@ def daemon(state_dir: Path) -> int:
         path.unlink(missing_ok=True)  # ours: a successor binds only once it holds the lock we hold
         server.close()
     return 0
-
-
-def _preload() -> None:
-    try:
-        import mlflow  # noqa: F401
-        import mlflow.models  # noqa: F401
-        import mlflow.pyfunc  # noqa: F401
-    except Exception:  # noqa: BLE001 - only a head start
-        pass
 
 
 def _daemon_client(conn, me: str, busy: threading.Lock, state: dict, base_env: dict) -> None:

@@ -119,13 +119,19 @@ class Runs:
                     return
             run = following
 
-    def log_path(self, run: Run) -> Path:
-        return self.config.workdir / "runs" / run.id / "log.txt"
+    def log(self, run: Run) -> str:
+        path = run_dir(self.config, run) / "log.txt"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def run_dir(config: Config, run: Run) -> Path:
+    """Where a run's checkout, log and (docker runner) results live."""
+    return config.workdir / "runs" / run.id
 
 
 def execute(run: Run, config: Config) -> None:
     """Check out the commit into a fresh directory and run the pipeline there."""
-    base = config.workdir / "runs" / run.id
+    base = run_dir(config, run)
     src = base / "src"
     base.mkdir(parents=True, exist_ok=True)
     log_path = base / "log.txt"
@@ -268,17 +274,14 @@ def app(config: Config):
         run = runs.all.get(run_id)
         if run is None:
             raise HTTPException(404, f"no run {run_id}")
-        path = runs.log_path(run)
-        log = path.read_text(errors="replace") if path.exists() else ""
-        return {**run.public(), "log": log[-20000:]}
+        return {**run.public(), "log": runs.log(run)[-20000:]}
 
     @api.get("/runs/{run_id}/log", response_class=PlainTextResponse)
     def get_log(run_id: str):
         run = runs.all.get(run_id)
         if run is None:
             raise HTTPException(404, f"no run {run_id}")
-        path = runs.log_path(run)
-        return path.read_text(errors="replace") if path.exists() else ""
+        return runs.log(run)
 
     @api.get("/health")
     def health():
