@@ -16,7 +16,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends binutils libgomp1 \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
-COPY requirements-runtime.lock /build/
+# MLCI_EXTRAS=best adds the best profile's CatBoost, XGBoost and Optuna (about +300 MB; README,
+# "The best profile"): docker build --build-arg MLCI_EXTRAS=best ...
+ARG MLCI_EXTRAS=""
+COPY requirements-runtime.lock requirements-best.lock /build/
 # Behind a TLS-intercepting proxy, pass its CA bundle as a BuildKit secret (in no layer):
 #   docker build --secret id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt -t adult-model .
 # Then what a running pipeline never reads goes: pip and setuptools, the packages' test suites,
@@ -28,7 +31,12 @@ COPY requirements-runtime.lock /build/
 # PYTHONDONTWRITEBYTECODE, so it could not be cached later.
 RUN --mount=type=secret,id=pip_ca,required=false \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
- && /opt/venv/bin/pip install --no-compile -r /build/requirements-runtime.lock \
+ && case "$MLCI_EXTRAS" in \
+      "") lock=/build/requirements-runtime.lock ;; \
+      best) lock=/build/requirements-best.lock ;; \
+      *) echo "MLCI_EXTRAS: unknown extra '$MLCI_EXTRAS' (known: best)" >&2; exit 2 ;; \
+    esac \
+ && /opt/venv/bin/pip install --no-compile -r "$lock" \
  && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools \
  && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*/*' -exec rm -rf {} + \
  && find /opt/venv/lib -type f \( -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h' \

@@ -7,6 +7,7 @@
     python3 tasks.py bench-tracking   # what MLflow tracking costs a run (bench/tracking.py)
     python3 tasks.py bench-container  # image size, build times (bench/container.py; needs DOCKER_HOST)
     python3 tasks.py bench-serve      # mlci serve vs mlflow models serve (bench/serve.py; needs wrk)
+    python3 tasks.py bench-best       # the default and best profiles side by side (bench/best.py)
     python3 tasks.py lock     # re-pin requirements.lock from pyproject.toml
 
 Set-up creates ``.venv`` and installs exactly the versions pinned in
@@ -71,6 +72,9 @@ def main(argv: list[str]) -> int:
         # What the container image installs: the same pins, without test tools.
         sh(BIN / "uv", "pip", "compile", "--quiet", "--python-version", "3.11", "--no-emit-package", "mlci",
            "--constraint", "requirements.lock", "pyproject.toml", "-o", "requirements-runtime.lock")
+        # The image's optional `best` extra (docker build --build-arg MLCI_EXTRAS=best): the same pins.
+        sh(BIN / "uv", "pip", "compile", "--quiet", "--python-version", "3.11", "--no-emit-package", "mlci",
+           "--extra", "best", "--constraint", "requirements.lock", "pyproject.toml", "-o", "requirements-best.lock")
         return 0
     setup()
     if task == "run":
@@ -85,6 +89,8 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "python"), "bench/report.py", *rest])
     if task == "bench-tracking":
         return subprocess.call([str(BIN / "python"), "bench/tracking.py", *rest])
+    if task == "bench-best":
+        return subprocess.call([str(BIN / "python"), "bench/best.py", *rest])
     if task == "bench-serve":
         return subprocess.call([str(BIN / "python"), "bench/serve.py", *rest])
     print(f"unknown task {task!r}\n{__doc__}", file=sys.stderr)

@@ -36,6 +36,12 @@ def test_image_lock_is_the_dev_lock_without_test_tools_or_mlflow_server():
     assert {"mlflow-skinny", "sqlalchemy", "alembic", "cryptography", "lightgbm", "pandas"} <= set(image)
     assert not {"mlflow", "flask", "gunicorn", "graphene", "huey", "docker"} & set(image)
     assert {"mlflow", "flask", "gunicorn"} <= set(dev) and dev["mlflow"] == dev["mlflow-skinny"]
+    # The best profile's families are an extra (MLCI_EXTRAS=best): its lock is the image's plus them,
+    # at the tested versions; the CUDA build of XGBoost is in neither.
+    best = pins("requirements-best.lock")
+    assert {k: dev[k] for k in best} == best and set(image) < set(best)
+    assert {"catboost", "xgboost-cpu", "optuna"} <= set(best) and not {"catboost", "xgboost-cpu", "optuna"} & set(image)
+    assert not any(k == "xgboost" or k.startswith("nvidia-") for k in dev)
 
 
 def test_idle_keeps_running_until_stopped():

@@ -79,6 +79,18 @@ def main(ctx: click.Context, params_file: str | None) -> None:
     ctx.obj["params_file"] = params_file
 
 
+_PROFILE_HELP = ("Model profile for this run: default (one LightGBM, seconds) or best (an ensemble tuned by "
+                 "cross-validation, about two minutes). Same as -S train.profile=...; params.yaml sets it for good.")
+
+
+def _profile_option(f):
+    return click.option("--profile", type=click.Choice(["default", "best"]), default=None, help=_PROFILE_HELP)(f)
+
+
+def _with_profile(overrides: tuple[str, ...], profile: str | None) -> tuple[str, ...]:
+    return overrides if profile is None else (*overrides, f"train.profile={profile}")
+
+
 _NO_TRACK_HELP = "Do not record this in MLflow (quick offline iteration). Env: MLCI_NO_TRACK=1."
 
 
@@ -87,11 +99,14 @@ def _stage_command(name: str, doc: str):
     @click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
     @click.option("--wait", type=float, default=0.0, show_default=True, help="Seconds to wait for a busy workspace.")
     @click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=_NO_TRACK_HELP)
+    @_profile_option
     @click.pass_context
     @handle_errors
-    def command(ctx: click.Context, overrides: tuple[str, ...], wait: float, no_track: bool) -> None:
+    def command(ctx: click.Context, overrides: tuple[str, ...], wait: float, no_track: bool,
+                profile: str | None) -> None:
         from . import pipeline
 
+        overrides = _with_profile(overrides, profile)
         s, params = _context(ctx, overrides)
         with pipeline.workspace_lock(s, wait), _Tracked(name, ctx, overrides, s, enabled=not no_track) as tracked:
             try:
@@ -137,12 +152,14 @@ class _ChampionProxy:
         """The champion's metrics on our validation rows (what the gate compares with)."""
         if self._metrics is None:
             from .metrics import binary_metrics
+            from .model import decision_threshold
             from .recording import champion_inputs
             from .stages import validation_scores
 
             model = self.model()[0]
             y, self._validation = validation_scores(self.s, model, *champion_inputs(self.s, model))
-            self._metrics = {f"validation_{k}": v for k, v in binary_metrics(y, self._validation).items()}
+            self._metrics = {f"validation_{k}": v
+                             for k, v in binary_metrics(y, self._validation, decision_threshold(model)).items()}
         return self._metrics
 
     def proba(self, split: str, frame):
@@ -240,14 +257,16 @@ _stage_command("report", "Write report.md, report.html (self-contained), report.
 @click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=_NO_TRACK_HELP)
 @click.option("--until", type=click.Choice(["preprocess", "train", "gate", "test", "report"]), default="report",
               show_default=True, help="Stop after this stage (e.g. `test`: the tutorial's pipeline, no report).")
+@_profile_option
 @click.pass_context
 @handle_errors
 def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bool, wait: float,
-        no_track: bool, until: str) -> None:
+        no_track: bool, until: str, profile: str | None) -> None:
     """Run preprocess, train, gate, test and report, skipping stages that are up to date."""
     from . import pipeline
     from .fileio import read_json
 
+    overrides = _with_profile(overrides, profile)
     s, params = _context(ctx, overrides)
     from rich.console import Console
 

@@ -16,20 +16,18 @@ import pickle
 import numpy as np
 import pandas as pd
 
-from .params import DatasetDef, TrainParams
+from .params import BestParams, DatasetDef, TrainParams
 
 
-def build(ds: DatasetDef, tp: TrainParams, categories: dict[str, list[str]]):
-    """An unfitted Pipeline: encode categoricals, then a LightGBM classifier."""
-    from lightgbm import LGBMClassifier
+def encoder(ds: DatasetDef, categories: dict[str, list[str]]):
+    """Raw records -> a float matrix: category codes first (NaN = missing or unknown), then the numbers."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OrdinalEncoder
 
     features = ds.features
     cat_cols = [c.name for c in features if c.type == "categorical"]
     num_cols = [c.name for c in features if c.type not in ("categorical", "label")]
-    encoder = ColumnTransformer(
+    return ColumnTransformer(
         [
             (
                 "categorical",
@@ -46,6 +44,17 @@ def build(ds: DatasetDef, tp: TrainParams, categories: dict[str, list[str]]):
         ],
         verbose_feature_names_out=False,
     )
+
+
+def n_categorical(ds: DatasetDef) -> int:
+    return sum(c.type == "categorical" for c in ds.features)
+
+
+def build(ds: DatasetDef, tp: TrainParams, categories: dict[str, list[str]]):
+    """An unfitted Pipeline: encode categoricals, then a LightGBM classifier (the default profile)."""
+    from lightgbm import LGBMClassifier
+    from sklearn.pipeline import Pipeline
+
     classifier = LGBMClassifier(
         n_estimators=tp.n_estimators,
         learning_rate=tp.learning_rate,
@@ -65,16 +74,30 @@ def build(ds: DatasetDef, tp: TrainParams, categories: dict[str, list[str]]):
         force_col_wise=True,
         verbose=-1,
     )
-    return Pipeline([("encode", encoder), ("classify", classifier)])
+    return Pipeline([("encode", encoder(ds, categories)), ("classify", classifier)])
 
 
 def fit(model, frame: pd.DataFrame, ds: DatasetDef):
     """Fit on the feature columns of ``frame``; the categoricals come first after encoding."""
-    n_cat = sum(c.type == "categorical" for c in ds.features)
     y = np.asarray(frame[ds.target], dtype=object)
     return model.fit(
-        frame[[c.name for c in ds.features]], y, classify__categorical_feature=list(range(n_cat))
+        frame[[c.name for c in ds.features]], y, classify__categorical_feature=list(range(n_categorical(ds)))
     )
+
+
+def fit_best(frame: pd.DataFrame, ds: DatasetDef, tp: TrainParams, bp: BestParams,
+             categories: dict[str, list[str]], echo=lambda _: None):
+    """The ``best`` profile: the same encoder, then an ensemble chosen by cross-validation (``best.py``)."""
+    from sklearn.pipeline import Pipeline
+
+    from .best import check_installed, search_in_child
+
+    check_installed(bp)
+    enc = encoder(ds, categories)
+    X = np.ascontiguousarray(enc.fit_transform(frame[[c.name for c in ds.features]]), dtype=np.float64)
+    labels = np.asarray(frame[ds.target], dtype=object)
+    ensemble, summary = search_in_child(X, labels, ds.positive_label, n_categorical(ds), tp, bp, echo)
+    return Pipeline([("encode", enc), ("classify", ensemble)]), summary
 
 
 def categories_of(frame: pd.DataFrame, ds: DatasetDef) -> dict[str, list[str]]:
@@ -88,6 +111,16 @@ def categories_of(frame: pd.DataFrame, ds: DatasetDef) -> dict[str, list[str]]:
 
 def positive_index(model, positive_label: str) -> int:
     return list(model.classes_).index(positive_label)
+
+
+def decision_threshold(model) -> float:
+    """The positive-class probability at and above which ``prediction`` is the positive label.
+
+    0.5 unless the model chose its own (the ``best`` profile picks the accuracy-maximising one on
+    out-of-fold predictions and keeps it on its last step as ``threshold_``).
+    """
+    clf = model[-1] if hasattr(model, "steps") else model
+    return float(getattr(clf, "threshold_", 0.5))
 
 
 def predict_proba(model, frame: pd.DataFrame, positive_label: str) -> np.ndarray:

@@ -148,6 +148,9 @@ class PreprocessParams(_Strict):
 
 
 class TrainParams(_Strict):
+    #: ``default``: the one LightGBM below (seconds). ``best``: a tuned ensemble chosen by
+    #: cross-validation on the train split (see ``best`` and ``best.py``; about two minutes).
+    profile: Literal["default", "best"] = "default"
     model: Literal["lightgbm"] = "lightgbm"
     n_estimators: int = Field(400, ge=1)
     learning_rate: float = Field(0.05, gt=0)
@@ -187,6 +190,39 @@ class GateRule(_Strict):
     @property
     def relative(self) -> bool:
         return self.max_drop is not None or self.max_rise is not None
+
+
+class BestParams(_Strict):
+    """The ``best`` profile: candidates tuned and combined by k-fold cross-validation on the train split.
+
+    The validation split (the gate's) and the test split never take part in a choice.
+    """
+
+    folds: int = Field(5, ge=2, le=20)
+    #: Model families tried; each is cross-validated, then combined (see ``ensemble``).
+    candidates: list[Literal["lightgbm", "catboost", "xgboost"]] = Field(
+        default_factory=lambda: ["lightgbm", "catboost", "xgboost"], min_length=1)
+    #: Optuna trials tuning LightGBM (TPE sampler seeded by ``seed``; 0 = LightGBM as in ``train``).
+    tuning_trials: int = Field(12, ge=0)
+    #: Seconds for the whole fit. Tuning stops early when its share is spent; then the result depends
+    #: on the machine's speed, which train_metadata.json says (``best.tuning_stopped_by_time``).
+    time_budget: float = Field(100.0, gt=0)
+    #: ``average``: weights >= 0 summing to 1, fitted to the out-of-fold predictions (log-loss);
+    #: ``equal``: the plain mean; ``select``: only the best candidate.
+    ensemble: Literal["average", "equal", "select"] = "average"
+    #: CatBoost / XGBoost rounds (LightGBM's come from tuning or ``train``).
+    catboost_iterations: int = Field(600, ge=1)
+    xgboost_rounds: int = Field(500, ge=1)
+    seed: int = 42
+    #: Threads; 0 = all cores. Results do not depend on it.
+    n_jobs: int = Field(0, ge=0)
+
+    @field_validator("candidates")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("candidates must not repeat")
+        return v
 
 
 def _default_rules() -> list[GateRule]:
@@ -248,6 +284,7 @@ class Params(_Strict):
     split: SplitParams = SplitParams()
     preprocess: PreprocessParams = PreprocessParams()
     train: TrainParams = TrainParams()
+    best: BestParams = BestParams()
     gate: GateParams = GateParams()
     fairness: FairnessParams = FairnessParams()
     report: ReportParams = ReportParams()

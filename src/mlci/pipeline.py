@@ -46,7 +46,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "train",
-        ("dataset", "train", "fairness"),
+        ("dataset", "train", "best", "fairness"),
         lambda s: [s.split_path("train"), s.split_path("validation")],
         lambda s: [s.model_path, s.model_card_path, s.result(S.TRAIN_METADATA), s.scores_path("validation")],
     ),
@@ -90,6 +90,8 @@ def stage(name: str) -> Stage:
 def resolved_params(params: Resolved, st: Stage, champion=None) -> dict:
     # "dataset" is the resolved definition itself, so editing a dataset YAML file counts as a change.
     out = {section: params.section(section) for section in st.params}
+    if "best" in out and params.section("train")["profile"] != "best":
+        del out["best"]  # the best profile's settings do not change a default-profile model
     if st.name in ("gate", "report"):
         # Both compare with the champion: a new champion makes them stale.
         out["champion"] = "untracked" if champion is None else champion.version

@@ -22,6 +22,7 @@ def report(s: S.Settings, params, echo=lambda _: None, champion=None, painter=No
     with the first stage that runs, so matplotlib is imported while the model trains."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from .model import decision_threshold
     from .painter import Painter
     from .params import DatasetDef
     from .stages import _read_split, load_model
@@ -49,11 +50,13 @@ def report(s: S.Settings, params, echo=lambda _: None, champion=None, painter=No
     # three busy threads on two cores).
     pool = ThreadPoolExecutor(max_workers=1)
     importance_job = pool.submit(_importance, model, frames["validation"], ys["validation"], card, rp)
-    metrics_jobs = {k: pool.submit(_metrics, ys[k], probas[k], rp) for k in frames}
+    threshold = decision_threshold(model)
+    metrics_jobs = {k: pool.submit(_metrics, ys[k], probas[k], rp, threshold) for k in frames}
 
     content: dict = {
         "generated_at": now(),
-        "model": {k: card.get(k) for k in ("sha256", "trained_at", "data_sha256", "params", "versions")},
+        "model": {k: card.get(k) for k in ("sha256", "trained_at", "data_sha256", "profile", "threshold", "params",
+                                           "versions")},
         "dataset": ds.name,
         "labels": {"positive": ds.positive_label, "negative": ds.negative_label},
         "gate": gate,
@@ -72,10 +75,11 @@ def report(s: S.Settings, params, echo=lambda _: None, champion=None, painter=No
         from .metrics import binary_metrics
 
         champ_probas = {k: champion.proba(k, f) for k, f in frames.items()}
-        content["champion"]["metrics"] = {k: binary_metrics(ys[k], champ_probas[k]) for k in frames}
+        champ_threshold = decision_threshold(champ_model)
+        content["champion"]["metrics"] = {k: binary_metrics(ys[k], champ_probas[k], champ_threshold) for k in frames}
 
     y, p = ys[split], probas[split]
-    pred = p >= 0.5
+    pred = p >= threshold
     groups = params.groups(ds)
     if groups:
         from .groups import table
@@ -132,14 +136,15 @@ def _proba(model, frame, card, ds) -> np.ndarray:
     return predict_proba(model, frame[card["features"]], ds.positive_label)
 
 
-def _metrics(y: np.ndarray, proba: np.ndarray, rp) -> dict:
+def _metrics(y: np.ndarray, proba: np.ndarray, rp, threshold: float) -> dict:
     if rp.bootstrap_resamples:
         from .bootstrap import intervals
 
-        return intervals(y, proba, resamples=rp.bootstrap_resamples, seed=rp.seed, level=rp.confidence)
+        return intervals(y, proba, resamples=rp.bootstrap_resamples, seed=rp.seed, level=rp.confidence,
+                         threshold=threshold)
     from .metrics import binary_metrics
 
-    return {k: {"value": v} for k, v in binary_metrics(y, proba).items()}
+    return {k: {"value": v} for k, v in binary_metrics(y, proba, threshold).items()}
 
 
 def _champion(champion, card) -> tuple[object | None, dict]:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from .fileio import file_hash, write_json
 
-SECTIONS = ("dataset", "split", "preprocess", "train", "gate", "fairness", "report", "tracking")
+SECTIONS = ("dataset", "split", "preprocess", "train", "best", "gate", "fairness", "report", "tracking")
 
 
 def code_hash() -> str:

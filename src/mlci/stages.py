@@ -23,7 +23,7 @@ from .fileio import atomic_path, bytes_hash, file_hash, read_json, write_json
 from .gate import now as _now
 from .load import describe_rejects, load_table
 from .metrics import binary_metrics
-from .model import build, categories_of, fit, predict_proba, to_bytes
+from .model import build, categories_of, decision_threshold, fit, fit_best, predict_proba, to_bytes
 from .params import DatasetDef, Params
 
 Echo = Callable[[str], None]
@@ -134,18 +134,22 @@ def train(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
         raise PrerequisiteError(
             f"{s.split_path('train')}: lacks {', '.join(missing)}; the dataset changed, rerun `mlci preprocess`"
         )
-    model = build(ds, params.train, categories_of(tr, ds))
+    profile, search = params.train.profile, None
     started = time.perf_counter()
-    fit(model, tr, ds)
+    if profile == "best":
+        model, search = fit_best(tr, ds, params.train, params.best, categories_of(tr, ds), echo)
+    else:
+        model = fit(build(ds, params.train, categories_of(tr, ds)), tr, ds)
     fit_seconds = time.perf_counter() - started
+    threshold = decision_threshold(model)
     proba = predict_proba(model, va[features], ds.positive_label)
     y_va = np.asarray(va[ds.target] == ds.positive_label)
-    metrics = binary_metrics(y_va, proba)
+    metrics = binary_metrics(y_va, proba, threshold)
     gaps, groups = {}, params.groups(ds)
     if groups:
         from .groups import validation_gaps
 
-        gaps = validation_gaps(va, y_va, proba >= 0.5, groups, params.fairness.min_group_size)
+        gaps = validation_gaps(va, y_va, proba >= threshold, groups, params.fairness.min_group_size)
 
     with atomic_path(s.model_path) as tmp:
         tmp.write_bytes(to_bytes(model))
@@ -159,7 +163,10 @@ def train(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
         "negative_label": ds.negative_label,
         "features": features,
         "dataset": ds.model_dump(mode="json"),
-        "params": params.section("train"),
+        "profile": profile,
+        "threshold": threshold,
+        "params": params.section("train") if profile == "default" else {
+            "train": params.section("train"), "best": params.section("best")},
         "data_sha256": data_sha,
         "trained_at": _now(),
         "versions": _versions(),
@@ -171,12 +178,17 @@ def train(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
     meta.update(
         {
             "rows": {"train": len(tr), "validation": len(va)},
-            "model": params.train.model,
+            "model": params.train.model if profile == "default" else "ensemble",
+            "profile": profile,
+            "threshold": threshold,
             "model_sha256": model_sha,
+            "model_bytes": s.model_path.stat().st_size,
             "data_sha256": data_sha,
             "fit_seconds": round(fit_seconds, 3),
         }
     )
+    if search is not None:
+        meta["best"] = search
     write_json(s.result(S.TRAIN_METADATA), meta)
     return meta
 
@@ -227,7 +239,7 @@ def test(s: S.Settings, params: Params, echo: Echo = lambda _: None) -> dict:
     te = _read_split(s, "test")
     proba = predict_proba(model, te[card["features"]], ds.positive_label)
     y_te = np.asarray(te[ds.target] == ds.positive_label)
-    metrics = binary_metrics(y_te, proba)
+    metrics = binary_metrics(y_te, proba, decision_threshold(model))
     write_scores(s.scores_path("test"), y_te, proba, card["sha256"])
     meta = {f"test_{k}": v for k, v in metrics.items()}
     meta.update({"rows": {"test": len(te)}, "model_sha256": card["sha256"]})
@@ -250,7 +262,7 @@ def predict(input_path: Path, output_path: Path, model_dir: Path, echo: Echo = p
     proba = np.full(n, np.nan)
     if len(loaded.frame):
         proba[loaded.valid] = predict_proba(model, loaded.frame[card["features"]], ds.positive_label)
-    labels = np.where(proba >= 0.5, ds.positive_label, ds.negative_label).astype(object)
+    labels = np.where(proba >= decision_threshold(model), ds.positive_label, ds.negative_label).astype(object)
     labels[~loaded.valid] = None
     out = loaded.raw.append_column("probability", pa.array(proba, pa.float64(), mask=~loaded.valid))
     out = out.append_column("prediction", pa.array(labels, pa.string()))
@@ -283,4 +295,4 @@ def validation_scores(s: S.Settings, model, positive_label: str, features: list[
 def validation_metrics(s: S.Settings, model, positive_label: str, features: list[str], target: str) -> dict:
     """Metrics of any model on this workspace's validation rows (to compare with the champion)."""
     y, proba = validation_scores(s, model, positive_label, features, target)
-    return {f"validation_{k}": v for k, v in binary_metrics(y, proba).items()}
+    return {f"validation_{k}": v for k, v in binary_metrics(y, proba, decision_threshold(model)).items()}

@@ -1,0 +1,157 @@
+"""The `best` profile: selection by cross-validation only, its own threshold, one raw-record artifact.
+
+The end-to-end tests train it with a tiny budget (few rounds, two trials, three folds): what they
+check is the machinery, not the accuracy (that is bench/best.py's job).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import cli, run_mlci
+
+from mlci import errors
+from mlci.best import accuracy_threshold, ensemble_weights, log_loss
+
+TINY = ["--profile", "best", "-S", "best.folds=3", "-S", "best.tuning_trials=2", "-S", "best.catboost_iterations=40",
+        "-S", "best.xgboost_rounds=40"]
+
+
+def load(ws, name):
+    return json.loads((ws / "results" / name).read_text())
+
+
+@pytest.fixture
+def small(workspace):
+    """The workspace with the first 6,000 rows of the data: the search's machinery, in seconds."""
+    raw = workspace / "data" / "raw" / "adult.data"
+    lines = raw.read_text().splitlines(True)[:6000]
+    raw.unlink()
+    raw.write_text("".join(lines))
+    return workspace
+
+
+def test_accuracy_threshold_is_the_brute_force_optimum():
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 200):
+        y = rng.integers(0, 2, n)
+        p = np.round(rng.random(n), 2)  # rounding makes ties
+        t = accuracy_threshold(y, p)
+        grid = np.concatenate([[0.0, 1.0], np.unique(p), (np.unique(p)[1:] + np.unique(p)[:-1]) / 2])
+        best = max(np.mean((p >= g) == y) for g in grid)
+        assert np.mean((p >= t) == y) == pytest.approx(best)
+    # Equally good choices: the one nearest 0.5 wins.
+    assert accuracy_threshold(np.array([0, 1]), np.array([0.2, 0.9])) == pytest.approx(0.55)
+
+
+def test_ensemble_weights_fit_out_of_fold_log_loss():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    signal = np.where(y == 1, 0.7, 0.3)
+    good = np.clip(signal + rng.normal(0, 0.15, len(y)), 0.01, 0.99)
+    noisy = np.clip(signal + rng.normal(0, 0.35, len(y)), 0.01, 0.99)
+    useless = rng.random(len(y))
+    probas = np.column_stack([good, noisy, useless])
+    w = ensemble_weights(y, probas, "average")
+    assert w.sum() == pytest.approx(1) and (w >= 0).all()
+    assert w[0] > w[1] and w[2] == 0  # pure noise gets nothing
+    assert log_loss(y, probas @ w) <= min(log_loss(y, probas[:, j]) for j in range(2)) + 1e-12
+    assert list(ensemble_weights(y, probas, "select")) == [1, 0, 0]
+    assert ensemble_weights(y, probas, "equal") == pytest.approx([1 / 3] * 3)
+
+
+def test_best_profile_end_to_end(small):
+    result = cli("run", "--json", *TINY)
+    assert result.exit_code == 0, result.output
+    meta, card = load(small, "train_metadata.json"), json.loads((small / "models" / "model.json").read_text())
+    assert meta["profile"] == card["profile"] == "best" and meta["model"] == "ensemble"
+    best = meta["best"]
+    assert set(best["candidates"]) == {"lightgbm", "catboost", "xgboost"} and best["folds"] == 3
+    assert sum(c["weight"] for c in best["candidates"].values()) == pytest.approx(1, abs=1e-5)
+    assert best["tuning"]["trials"] >= 1 and 0 < best["threshold"] < 1
+
+    # One artifact that takes raw records: encoder + ensemble, its threshold on it and on the card.
+    model = pickle.loads((small / "models" / "model.pkl").read_bytes())
+    clf = model[-1]
+    assert type(clf).__name__ == "Ensemble" and clf.threshold_ == card["threshold"] == meta["threshold"]
+    assert {n for n, _ in clf.members_} == {n for n, c in best["candidates"].items() if c["weight"] > 0}
+
+    # validation_acc is the accuracy at the model's threshold; acc_at_0.5 the plain one.
+    scores = pd.read_parquet(small / "results" / "validation_scores.parquet")
+    y, p = scores["label"].to_numpy() == 1, scores["probability"].to_numpy()
+    assert meta["validation_acc"] == pytest.approx(np.mean((p >= clf.threshold_) == y), abs=1e-6)
+    if clf.threshold_ != 0.5:
+        assert meta["validation_acc_at_0.5"] == pytest.approx(np.mean((p >= 0.5) == y), abs=1e-6)
+    assert "test_acc" in load(small, "test_metadata.json")
+
+    # `mlci predict` labels with the same threshold.
+    sample = small / "sample.csv"
+    sample.write_text("".join((small / "data" / "raw" / "adult.data").read_text().splitlines(True)[:300]))
+    assert cli("predict", str(sample), "-o", "p.csv").exit_code == 0
+    out = pd.read_csv(small / "p.csv")
+    assert ((out["probability"] >= clf.threshold_) == (out["prediction"] == ">50K")).all()
+
+    # The report works on an ensemble (no gain importance; permutation importance still).
+    report = load(small, "report.json")
+    assert report["model"]["profile"] == "best"
+    assert all(r["gain_share"] is None and r["permutation_mean"] is not None for r in report["importance"])
+
+
+def test_best_profile_choices_never_see_validation_or_test_labels(small, tmp_path):
+    """Everything chosen (tuned parameters, weights, threshold, the model itself) depends on the train
+    split alone: flipping every validation and test label changes no choice and not one byte of the model."""
+    assert cli("run", "--until", "train", *TINY).exit_code == 0
+    first = load(small, "train_metadata.json")
+    model = (small / "models" / "model.pkl").read_bytes()
+    for split in ("validation", "test"):
+        path = small / "data" / "processed" / f"{split}.parquet"
+        frame = pd.read_parquet(path)
+        frame["income"] = frame["income"].map({">50K": "<=50K", "<=50K": ">50K"}).astype(frame["income"].dtype)
+        frame.to_parquet(path, index=False)
+    result = cli("train", *TINY)
+    assert result.exit_code == 0, result.output
+    second = load(small, "train_metadata.json")
+    for key in ("seconds", "refit_seconds"):
+        first["best"].pop(key), second["best"].pop(key)
+    for m in (first["best"], second["best"]):
+        m["tuning"].pop("seconds")
+        for c in m["candidates"].values():
+            c.pop("cv_seconds")
+    assert first["best"] == second["best"]
+    assert (small / "models" / "model.pkl").read_bytes() == model
+    assert second["validation_roc_auc"] == pytest.approx(1 - first["validation_roc_auc"], abs=1e-6)
+
+
+def test_best_profile_is_reproducible_across_processes(small, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(small, other, symlinks=True)
+    assert cli("run", "--until", "train", *TINY).exit_code == 0
+    proc = run_mlci("run", "--until", "train", *TINY, cwd=other)
+    assert proc.returncode == 0, proc.stderr
+    a, b = load(small, "train_metadata.json"), load(other, "train_metadata.json")
+    assert a["model_sha256"] == b["model_sha256"]
+    assert {k: v for k, v in a.items() if k.startswith("validation_")} == {
+        k: v for k, v in b.items() if k.startswith("validation_")}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("best.candidates=[lightgbm, svm]", "best.candidates.1"),
+    ("best.candidates=[xgboost, xgboost]", "candidates must not repeat"),
+    ("best.folds=1", "best.folds"),
+    ("best.time_budget=0", "best.time_budget"),
+])
+def test_bad_best_settings_are_usage_errors(workspace, override, message):
+    proc = run_mlci("train", "--profile", "best", "-S", override, cwd=workspace)
+    assert proc.returncode == errors.USAGE
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (workspace / "models" / "model.pkl").exists()
+
+
+def test_unknown_profile_is_a_usage_error(workspace):
+    proc = run_mlci("run", "-S", "train.profile=fastest", cwd=workspace)
+    assert proc.returncode == errors.USAGE and "train.profile" in proc.stderr and "Traceback" not in proc.stderr
