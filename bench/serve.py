@@ -8,7 +8,8 @@ serve it (one process each, loopback), one after the other so that they never
 share the two cores; the same load generator (wrk, a Lua body) sends the same
 record. Printed: single-record requests per second and p50/p99 latency at 1,
 10 and 50 connections, and the latency of one 10,000-record batch (median of
-5). Targets (issue 6): >= 3x MLflow's throughput, p99 <= 15 ms at 50
+5), and the CPU wrk itself took (in cores: the server shares the two cores
+with it). Targets (issue 6): >= 3x MLflow's throughput, p99 <= 15 ms at 50
 connections, the batch <= 250 ms.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -68,8 +70,13 @@ def wrk(url: str, body: bytes, connections: int, seconds: int, tmp: Path) -> dic
     script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                       f"wrk.body = {json.dumps(body.decode())}\n")
     threads = min(2, connections)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child reaped meanwhile
+    started = time.perf_counter()
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
                           url], capture_output=True, text=True, check=True).stdout
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if "Non-2xx" in out:
         sys.exit(f"non-2xx answers from {url}:\n{out}")
 
@@ -78,7 +85,7 @@ def wrk(url: str, body: bytes, connections: int, seconds: int, tmp: Path) -> dic
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%")}
+    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "wrk_cpu": cpu / wall}
 
 
 def measure(name: str, cmd: list[str], ready: str, url: str, single: bytes, batch: bytes, seconds: int,
@@ -140,11 +147,13 @@ def main() -> int:
                 "mlci", ours_cmd, f"http://127.0.0.1:{p2}/ready", f"http://127.0.0.1:{p2}/predict",
                 json.dumps(one).encode(), json.dumps(many).encode(), seconds, ws, env),
         }
-    print("| server | conns | requests/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|")
+    # wrk's CPU: what the load generator itself took of the two cores (in cores), beside the server.
+    print("| server | conns | requests/s | p50 ms | p99 ms | wrk's CPU, cores |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         for c in (1, 10, 50):
-            print(f"| {name} | {c} | {r[c]['rps']:.0f} | {r[c]['p50']:.2f} | {r[c]['p99']:.2f} |")
+            print(f"| {name} | {c} | {r[c]['rps']:.0f} | {r[c]['p50']:.2f} | {r[c]['p99']:.2f} | "
+                  f"{r[c]['wrk_cpu']:.2f} |")
     m, o = results["mlflow models serve"], results["mlci serve"]
     print()
     print("| | mlflow models serve | mlci serve | ratio |")

@@ -34,6 +34,8 @@ def test_image_lock_is_the_dev_lock_without_test_tools_or_mlflow_server():
     # The image has MLflow's client (skinny) and its SQLite stores; the UI and server stack stay on the host,
     # where the tests start `mlflow server`.
     assert {"mlflow-skinny", "sqlalchemy", "alembic", "cryptography", "lightgbm", "pandas"} <= set(image)
+    # `mlci serve`'s request path: uvicorn on uvloop and httptools, msgspec decoding the bodies.
+    assert {"fastapi", "uvicorn", "uvloop", "httptools", "msgspec", "orjson"} <= set(image)
     assert not {"mlflow", "flask", "gunicorn", "graphene", "huey", "docker"} & set(image)
     assert {"mlflow", "flask", "gunicorn"} <= set(dev) and dev["mlflow"] == dev["mlflow-skinny"]
     # The best profile's families are an extra (MLCI_EXTRAS=best): its lock is the image's plus them,

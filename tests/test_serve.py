@@ -157,6 +157,122 @@ def test_fast_path_equals_pipeline_on_real_rows_with_unknown_and_missing(registr
     assert one[0] == p[7]
 
 
+def _json(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()  # not orjson: it cannot write integers over 64 bits
+
+
+def _rec(**change) -> bytes:
+    return _json(dict(GOOD, **change))
+
+
+# Bodies for the two request paths (msgspec in front, pydantic behind): the good ones must take the
+# front path; every one must get the same answer from both. Raw bytes, so that duplicate keys and
+# broken JSON can be said.
+GOOD_BODIES = [
+    _json(GOOD), _json([GOOD, GOOD]), _rec(workclass=None, age=None, capital_gain=None),
+    _json({k: None for k in GOOD}), _rec(fnlwgt=77516), _rec(fnlwgt=None), _rec(age=0), _rec(age=120),
+    b' {"age": 39, "workclass": "Private", "education": "Masters", "education_num": 14, '
+    b'"marital_status": "Divorced", "occupation": "Sales", "relationship": "Unmarried", "race": "Black", '
+    b'"sex": "Female", "capital_gain": 0, "capital_loss": 0, "hours_per_week": 1, "native_country": null} ',
+]
+BAD_BODIES = [
+    _rec(age="39"), _rec(age=39.0), _rec(age=39.5), _rec(age=True), _rec(age=-1), _rec(age=121),
+    _rec(hours_per_week=500), _rec(capital_gain=1e5), _rec(sex=1), _rec(sex=["Male"]), _rec(agee=39), _rec(fnlwgt=-1), _rec(fnlwgt="1"),
+    _rec(fnlwgt=2**60),  # valid for pydantic, over msgspec's exact-integer bound: the pydantic path's 200
+    _rec(fnlwgt=123456789012345678901),  # orjson makes it a float: pydantic's int_type
+    _rec(fnlwgt=1.5), _json({k: v for k, v in GOOD.items() if k != "sex"}), _json({}), _json([]), _json([{}]),
+    _json([GOOD, dict(GOOD, age="x"), GOOD]), _json([GOOD, 5]), _json("GOOD"), _json(5), b"null", b"",
+    b'{"age": 39,', b"[" + _json(GOOD) + b",]", _json(GOOD).replace(b'"age":39', b'"age":500,"age":39'),
+    _json(GOOD).replace(b'"age":39', b'"age":39,"age":500'), _rec(native_country="\u00e9" * 201),
+    _rec(native_country="x" * 201),
+]
+# Unknown categories: refused by default, scored as missing with --unknown-categories accept.
+UNKNOWN_BODIES = [_rec(workclass="Astronaut"), _rec(workclass=""), _rec(native_country="Atlantis"),
+                  _json([GOOD, dict(GOOD, native_country="\u00e9" * 200)])]
+
+
+def test_msgspec_decoder_accepts_only_what_the_pydantic_model_accepts_and_scores_it_the_same(registry_ws):
+    """The front path's decoder against the request model, in both unknown-category modes: whatever it
+    accepts pydantic accepts too, with the same probabilities; valid bodies of real rows it accepts."""
+    import msgspec
+    from pydantic import TypeAdapter
+
+    from mlci.params import DatasetDef
+    from mlci.schema import record_model, request_decoder
+    from mlci.scoring import FastScorer
+
+    model = load_model(registry_ws)
+    card = json.loads((registry_ws / "models" / "model.json").read_text())
+    ds = DatasetDef.model_validate(card["dataset"])
+    scorer = FastScorer(model, ">50K")
+    real = records(pd.read_parquet(registry_ws / "data" / "processed" / "test.parquet").drop(columns=["income"]))
+    real = real[:2000]
+    assert sum(r["occupation"] is None for r in real) > 20  # the data's own missing values
+    for mode in ("reject", "accept"):
+        decoder = request_decoder(ds, scorer.categories, mode, max_batch=2000)
+        Record = record_model(ds, scorer.categories, mode)
+        pyd = TypeAdapter(Record | list[Record])
+        good = [*GOOD_BODIES, _json(real), _json(real[:1]), *(UNKNOWN_BODIES if mode == "accept" else ())]
+        for body in [*good, *BAD_BODIES, *(UNKNOWN_BODIES if mode == "reject" else ())]:
+            try:
+                fast = decoder.decode(body)
+            except msgspec.MsgspecError:
+                assert body not in good, (mode, body[:200])  # a valid body takes the front path
+                continue
+            assert body in good, (mode, body[:200])  # the rest are left to pydantic
+            slow = pyd.validate_python(orjson.loads(body))  # raises if the decoder accepted too much
+            fast, slow = (x if isinstance(x, list) else [x] for x in (fast, slow))
+            p_fast, labels_fast = scorer.score(fast)
+            p_slow, labels_slow = scorer.score([r.__dict__ for r in slow])  # as the pydantic path hands them over
+            assert p_fast.tolist() == p_slow.tolist() and labels_fast == labels_slow
+    # 2001 records: over the batch limit, left to the pydantic path (and its 413)
+    with pytest.raises(msgspec.ValidationError):
+        decoder.decode(_json([GOOD] * 2001))
+
+
+def _both_paths(c: httpx.Client, body: bytes) -> tuple[httpx.Response, httpx.Response]:
+    """The same body through the front path and, with a content type it leaves to FastAPI, the pydantic path."""
+    front = c.post("/predict", content=body, headers={"content-type": "application/json"})
+    behind = c.post("/predict", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    return front, behind
+
+
+def _assert_same_answers(c: httpx.Client, accept: bool) -> None:
+    for body in GOOD_BODIES + BAD_BODIES + UNKNOWN_BODIES:
+        front, behind = _both_paths(c, body)
+        assert (front.status_code, front.content) == (behind.status_code, behind.content), body[:300]
+        assert front.headers["content-type"] == behind.headers["content-type"] == "application/json"
+        assert front.status_code in (200, 422), (front.status_code, front.text[:300])
+        if body in GOOD_BODIES or (accept and body in UNKNOWN_BODIES):
+            assert front.status_code == 200
+        if body in UNKNOWN_BODIES and not accept:
+            assert front.status_code == 422 and front.json()["detail"][0]["type"] == "literal_error"
+
+
+def test_both_request_paths_give_the_same_answers(server):
+    """Byte for byte: the 200s (probabilities, labels, model and version) and the 422s (pydantic's
+    locations, messages and types)."""
+    _assert_same_answers(server.client, accept=False)
+    front, _ = _both_paths(server.client, _rec(age="39"))
+    assert front.json()["detail"] == [{"loc": ["body", "age"], "msg": "Input should be a valid integer",
+                                       "type": "int_type"}]
+    front, _ = _both_paths(server.client, _json([GOOD, dict(GOOD, workclass="Astronaut")]))
+    assert [e["loc"] for e in front.json()["detail"]] == [["body", 1, "workclass"]]
+
+
+def test_both_request_paths_agree_with_unknown_categories_accepted(registry_ws):
+    s = Server(registry_ws, "--poll", "0", "--unknown-categories", "accept")
+    try:
+        _assert_same_answers(s.client, accept=True)
+        unknown, _ = _both_paths(s.client, _rec(native_country="Atlantis"))
+        missing, _ = _both_paths(s.client, _rec(native_country=None))
+        assert unknown.status_code == 200 and unknown.content == missing.content  # scored as missing
+        too_long, _ = _both_paths(s.client, _rec(native_country="x" * 201))
+        assert too_long.status_code == 422 and too_long.json()["detail"][0]["type"] == "string_too_long"
+    finally:
+        s.stop()
+
+
 # -- the API ---------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,9 @@ model the server loads.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
 
@@ -62,28 +64,37 @@ class FastScorer:
         self.positive_label = positive_label
         self.negative_label = classes[1 - classes.index(positive_label)]
         self.features = [c for c, _ in self.columns]
+        # One record's values, in column order (attrgetter of one name gives the value, not a tuple).
+        self._attrs = attrgetter(*self.features) if len(self.features) > 1 else (
+            lambda r, _get=attrgetter(self.features[0]): (_get(r),))
         # One row, reused: a single-record request allocates nothing but its answer.
         self._one = np.empty((1, len(self.columns)), dtype=np.float64)
         self._single = _SingleRow(booster, self._one) if _SingleRow.available() else None
 
-    def encode(self, records: list[Mapping[str, Any]]) -> np.ndarray:
-        """Records (mappings of column -> raw value, None for missing) -> the booster's float matrix."""
+    def encode(self, records: Sequence[Mapping[str, Any] | Any]) -> np.ndarray:
+        """Records -> the booster's float matrix.
+
+        A record is a mapping of column -> raw value (None or absent for missing), or an object with
+        one attribute per column (the server's validated request records); one kind per call.
+        """
+        mapping = isinstance(records[0], Mapping)
         if len(records) == 1:
             row, rec = self._one[0], records[0]
-            for j, (col, lookup) in enumerate(self.columns):
-                v = rec.get(col)
+            values = map(rec.get, self.features) if mapping else self._attrs(rec)
+            for j, ((_col, lookup), v) in enumerate(zip(self.columns, values)):
                 row[j] = (lookup.get(v, NAN) if isinstance(v, str) else NAN) if lookup is not None else (
                     NAN if v is None else v)
             return self._one
-        # Column by column: one list comprehension and one array copy per column, not a numpy
-        # scalar assignment per value.
+        # Column by column: one list and one array copy per column, not a numpy scalar assignment
+        # per value. (Off attribute objects with attrgetter: about 4x faster than off dicts, measured.)
         out = np.empty((len(records), len(self.columns)), dtype=np.float64)
         for j, (col, lookup) in enumerate(self.columns):
+            values = [r.get(col) for r in records] if mapping else list(map(attrgetter(col), records))
             if lookup is not None:
                 get = lookup.get
-                out[:, j] = [get(v, NAN) if isinstance(v, str) else NAN for v in (r.get(col) for r in records)]
+                out[:, j] = [get(v, NAN) if isinstance(v, str) else NAN for v in values]
             else:
-                out[:, j] = [NAN if v is None else v for v in (r.get(col) for r in records)]
+                out[:, j] = [NAN if v is None else v for v in values]
         return out
 
     def proba(self, x: np.ndarray) -> np.ndarray:
@@ -101,7 +112,8 @@ class FastScorer:
         c0, c1 = self.classes
         return [c1 if v > 1.0 - v else c0 for v in p1.tolist()]
 
-    def score(self, records: list[Mapping[str, Any]]) -> tuple[np.ndarray, list[str]]:
+    def score(self, records: Sequence[Mapping[str, Any] | Any]) -> tuple[np.ndarray, list[str]]:
+        """Records (see ``encode``) -> probability of the positive class and predicted label of each."""
         p = self.proba(self.encode(records))
         return p, self.labels(p)
 

@@ -11,7 +11,9 @@
   with. A model that fails any step is not installed; the old one keeps
   serving, and the failure is logged and shown under ``last_error`` in
   ``GET /model``.
-* The request path never touches pandas: see ``scoring.py``.
+* The request path: a valid ``POST /predict`` is decoded and validated by msgspec and scored in
+  front of the FastAPI application (``FastPredict``); anything else, invalid bodies included, is
+  FastAPI's, whose pydantic validation makes the 422s. It never touches pandas: see ``scoring.py``.
 
 FastAPI, uvicorn and MLflow are imported only by this command.
 """
@@ -33,7 +35,7 @@ from typing import Annotated, Any, Literal
 
 from .errors import SERVE, MlciError, PrerequisiteError, UsageError
 from .params import BUILTIN_DATASETS, Column, DatasetDef, load_dataset_def
-from .schema import record_model, response_model, schema_key
+from .schema import record_model, request_decoder, response_model, schema_key
 from .scoring import FastScorer, UnsupportedModel, smoke_records
 
 log = logging.getLogger("mlci.serve")
@@ -344,17 +346,7 @@ class BodyLimit:
             chunks.append(chunk)
             if not msg.get("more_body"):
                 break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
+        return await self.app(scope, _replay(b"".join(chunks), receive), send)
 
     async def _reject(self, receive, send, size: int, declared: int | None, more: bool = True) -> None:
         if declared is None or declared <= 4 * self.max_bytes:
@@ -365,6 +357,76 @@ class BodyLimit:
                 size += len(msg.get("body", b""))
                 more = msg.get("more_body", False)
         await _send_json(send, 413, _too_large(self.max_bytes))
+
+
+def _replay(body: bytes, receive, more: bool = False):
+    """An ASGI ``receive`` that hands over ``body`` (already read), then defers to ``receive``
+    (for the rest of the body if ``more``)."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay
+
+
+class FastPredict:
+    """``POST /predict`` for the common case, answered in front of the FastAPI application.
+
+    FastAPI parses the body into Python objects, builds a pydantic model per record, resolves the
+    endpoint's dependencies and passes every request through its telemetry check and three
+    middlewares: for a single record that was most of the server's time, for a 10,000-record batch
+    over 100 ms (measured). Here the body is decoded and validated in one pass by msgspec
+    (``schema.request_decoder``: the request model's rules), scored and answered with the bytes
+    the endpoint would send. Everything else goes on to the FastAPI application with the body as it
+    came, and that answers it: other paths and methods, another content type, a body over the size
+    limit (``BodyLimit``'s 413), a request with an ``Origin`` when CORS is on (the CORS middleware's
+    headers), and anything msgspec refuses -- bad JSON, an empty or oversized batch, any invalid
+    record -- which pydantic accepts after all or turns into its own 422, or the batch limit's 413.
+    """
+
+    def __init__(self, app, holder, decoder, answer, max_body_bytes: int, cors: bool):
+        import msgspec
+
+        self.app = app  # the FastAPI application
+        self.holder = holder
+        self.decode = decoder.decode
+        self.answer = answer
+        self.max_body_bytes = max_body_bytes
+        self.cors = cors
+        self.refused = msgspec.MsgspecError
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        for k, v in scope["headers"]:
+            if (k == b"content-type" and v.lower() != b"application/json"
+                    or k == b"content-length" and (not v.isdigit() or int(v) > self.max_body_bytes)
+                    or k == b"origin" and self.cors):
+                return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":  # the client went away
+                return
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            more = msg.get("more_body", False)
+            if size > self.max_body_bytes:  # streamed past the limit: BodyLimit reads the rest, answers 413
+                return await self.app(scope, _replay(b"".join(chunks), receive, more), send)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            data = self.decode(body)
+        except self.refused:
+            return await self.app(scope, _replay(body, receive), send)
+        out = self.answer(self.holder.current, data if type(data) is list else [data])
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(out)).encode()), (b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": out})
 
 
 def _too_large(limit: int) -> dict:
@@ -382,6 +444,8 @@ async def _send_json(send, status: int, payload: dict) -> None:
 
 
 def create_app(holder: ModelHolder, opts: Options):
+    """The ASGI application to serve: the FastAPI app, behind ``FastPredict`` (its ``.app``) when the
+    schema can be expressed for msgspec."""
     from fastapi import Body, FastAPI, Header, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
@@ -393,6 +457,13 @@ def create_app(holder: ModelHolder, opts: Options):
     ds = first.dataset
     Record = record_model(ds, first.scorer.categories, opts.unknown_categories)
     PredictResponse = response_model(first.scorer.positive_label, first.scorer.negative_label)
+    decoder = request_decoder(ds, first.scorer.categories, opts.unknown_categories, opts.max_batch)
+
+    def answer(loaded: Loaded, records: list) -> bytes:
+        """The 200 body for validated records (see ``FastScorer.encode``), from both request paths."""
+        p, labels = loaded.scorer.score(records)
+        return orjson.dumps({"model": loaded.info["name"], "version": loaded.info["version"],
+                             "predictions": [{"probability": v, "prediction": c} for v, c in zip(p.tolist(), labels)]})
 
     class Detail(BaseModel):
         detail: str
@@ -508,10 +579,7 @@ def create_app(holder: ModelHolder, opts: Options):
         if len(records) > opts.max_batch:  # normally refused before validation (OrjsonRequest); kept as the rule
             return JSONResponse({"detail": f"{len(records)} records; at most {opts.max_batch} per request "
                                            "(--max-batch)"}, status_code=413)
-        p, labels = loaded.scorer.score([r.__dict__ for r in records])
-        out = {"model": loaded.info["name"], "version": loaded.info["version"],
-               "predictions": [{"probability": v, "prediction": c} for v, c in zip(p.tolist(), labels)]}
-        return Response(orjson.dumps(out), media_type="application/json")
+        return Response(answer(loaded, [r.__dict__ for r in records]), media_type="application/json")
 
     @app.get("/health", response_model=Health, summary="The process is up")
     async def health():
@@ -554,7 +622,9 @@ def create_app(holder: ModelHolder, opts: Options):
         app.add_middleware(CORSMiddleware, allow_origins=list(opts.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "Authorization"])
     app.add_middleware(BodyLimit, max_bytes=opts.max_body_bytes)
-    return app
+    if decoder is None:
+        return app
+    return FastPredict(app, holder, decoder, answer, opts.max_body_bytes, bool(opts.cors_origins))
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -613,8 +683,11 @@ def serve(source, opts: Options, echo=print) -> None:
     port = sock.getsockname()[1]
     echo(f"serving {loaded.info['name']} version {loaded.info['version']} on http://{opts.host}:{port} "
          f"(source {source.describe}; poll {opts.poll:g} s)")
+    # uvloop and httptools (dependencies) are what uvicorn picks when they are installed: about
+    # 1.6x the requests per second of asyncio and h11 (measured side by side). X-Forwarded-For
+    # only changes the client address the access log shows: read only when the log is on.
     config = uvicorn.Config(app, log_level="info", access_log=opts.access_log, lifespan="on",
-                            timeout_keep_alive=30, server_header=False)
+                            timeout_keep_alive=30, server_header=False, proxy_headers=opts.access_log)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
