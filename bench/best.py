@@ -44,11 +44,11 @@ def mlci(ws: Path, *args: str) -> subprocess.CompletedProcess:
 def latency(model_dir: Path, features: list[str], frame) -> dict:
     """Median seconds of one-record predictions: the server's path and the Pipeline's."""
     from mlci.model import predict_proba
-    from mlci.scoring import make_scorer
+    from mlci.scoring import FastScorer
 
     card = json.loads((model_dir / "model.json").read_text())
     model = pickle.loads((model_dir / "model.pkl").read_bytes())
-    scorer = make_scorer(model, card["positive_label"])
+    scorer = FastScorer(model, card["positive_label"])
     rows = frame[features].head(300)
     records = [{k: (None if v != v else v) for k, v in r.items()} for r in rows.to_dict("records")]
 

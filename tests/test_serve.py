@@ -626,3 +626,32 @@ def test_a_version_registered_without_its_card_takes_the_builtin_dataset_schema(
     props = record_model(loaded.dataset, loaded.scorer.categories).model_json_schema()["properties"]
     assert {"type": "integer", "minimum": 0, "maximum": 120} in props["age"]["anyOf"]
     assert loaded.scorer.positive_label == ">50K"
+
+
+def test_a_best_profile_model_is_served_equal_to_its_pipeline_and_threshold(tmp_path):
+    """The best profile's ensemble (not LightGBM at the end) goes through the same server: the fast
+    path's probabilities are the Pipeline's, and `prediction` follows the model's own threshold."""
+    ws = populate(tmp_path / "best")
+    raw = ws / "data" / "raw" / "adult.data"
+    lines = raw.read_text().splitlines(True)[:6000]  # the machinery, not the accuracy: seconds to train
+    raw.unlink()
+    raw.write_text("".join(lines))
+    proc = run_mlci("run", "--until", "train", "--profile", "best", "-S", "best.folds=3", "-S", "best.tuning_trials=1",
+                    "-S", "best.catboost_iterations=40", "-S", "best.xgboost_rounds=40", cwd=ws)
+    assert proc.returncode == 0, proc.stderr
+    model = load_model(ws)
+    assert type(model[-1]).__name__ == "Ensemble"
+    frame = pd.read_parquet(ws / "data" / "processed" / "validation.parquet").drop(columns=["income"])
+    rows = records(frame.head(400))
+    rows[0] = dict(rows[0], native_country=None, occupation=None)
+    s = Server(ws, "--model-dir", "models", "--poll", "0", "--unknown-categories", "accept", token=None)
+    try:
+        got = s.client.post("/predict", json=rows).json()["predictions"]
+        one = s.client.post("/predict", json=rows[1]).json()["predictions"][0]
+    finally:
+        s.stop()
+    p = np.array([g["probability"] for g in got])
+    np.testing.assert_allclose(p, pipeline_proba(model, rows), rtol=0, atol=1e-9)
+    assert one["probability"] == pytest.approx(p[1], abs=1e-12)
+    t = model[-1].threshold_
+    assert [g["prediction"] for g in got] == [">50K" if v >= t else "<=50K" for v in p]

@@ -33,11 +33,13 @@ class FastScorer:
 
         try:
             encode, classify = pipeline.named_steps["encode"], pipeline.named_steps["classify"]
-            booster = classify.booster_
             classes = [str(c) for c in classify.classes_]
             transformers = encode.transformers_
         except (AttributeError, KeyError, TypeError) as e:
-            raise UnsupportedModel(f"not an encode + LightGBM Pipeline ({type(e).__name__}: {e})") from None
+            raise UnsupportedModel(f"not an encode + classifier Pipeline ({type(e).__name__}: {e})") from None
+        # LightGBM (the default profile): its booster straight away. Anything else (the best profile's
+        # Ensemble) through its own predict_proba on the same encoded matrix.
+        booster = getattr(classify, "booster_", None)
         if len(classes) != 2 or positive_label not in classes:
             raise UnsupportedModel(f"classes {classes} do not include the positive label {positive_label!r}")
         #: (column, lookup or None) in the booster's column order; None = a number, passed through.
@@ -55,11 +57,16 @@ class FastScorer:
                 self.columns.extend((col, None) for col in cols)
             else:
                 raise UnsupportedModel(f"transformer {type(trans).__name__} on {list(cols)} is not supported")
-        if len(self.columns) != booster.num_feature():
-            raise UnsupportedModel(f"{len(self.columns)} encoded columns, the booster expects {booster.num_feature()}")
+        expected = booster.num_feature() if booster is not None else getattr(classify, "n_features_in_", None)
+        if expected is not None and len(self.columns) != expected:
+            raise UnsupportedModel(f"{len(self.columns)} encoded columns, the classifier expects {expected}")
         self.booster = booster
+        self.classifier = classify
         self.classes = classes
-        #: LightGBM's binary output is the probability of classes_[1].
+        #: The model's own decision threshold on the positive class (the best profile's), else None:
+        #: the Pipeline's argmax.
+        self.threshold = float(classify.threshold_) if hasattr(classify, "threshold_") else None
+        #: Both paths give the probability of classes_[1].
         self.positive_is_1 = classes.index(positive_label) == 1
         self.positive_label = positive_label
         self.negative_label = classes[1 - classes.index(positive_label)]
@@ -69,7 +76,7 @@ class FastScorer:
             lambda r, _get=attrgetter(self.features[0]): (_get(r),))
         # One row, reused: a single-record request allocates nothing but its answer.
         self._one = np.empty((1, len(self.columns)), dtype=np.float64)
-        self._single = _SingleRow(booster, self._one) if _SingleRow.available() else None
+        self._single = _SingleRow(booster, self._one) if booster is not None and _SingleRow.available() else None
 
     def encode(self, records: Sequence[Mapping[str, Any] | Any]) -> np.ndarray:
         """Records -> the booster's float matrix.
@@ -99,7 +106,9 @@ class FastScorer:
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         """Probability of the positive class for each row of an encoded matrix."""
-        if len(x) == 1 and self._single is not None and x is self._one:
+        if self.booster is None:
+            p1 = self.classifier.predict_proba(x)[:, 1]
+        elif len(x) == 1 and self._single is not None and x is self._one:
             p1 = self._single.predict()
         else:
             # One thread for small batches: OpenMP's start-up costs more than their trees.
@@ -107,7 +116,11 @@ class FastScorer:
         return p1 if self.positive_is_1 else 1.0 - p1
 
     def labels(self, p_pos: np.ndarray) -> list[str]:
-        """The Pipeline's ``predict``: argmax of (p0, p1), ties to classes_[0]."""
+        """The Pipeline's ``predict``: the model's threshold on the positive class if it has one, else
+        argmax of (p0, p1), ties to classes_[0]."""
+        if self.threshold is not None:
+            pos, neg, t = self.positive_label, self.negative_label, self.threshold
+            return [pos if v >= t else neg for v in p_pos.tolist()]
         p1 = p_pos if self.positive_is_1 else 1.0 - p_pos
         c0, c1 = self.classes
         return [c1 if v > 1.0 - v else c0 for v in p1.tolist()]
