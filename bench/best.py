@@ -142,8 +142,8 @@ def main() -> int:
         all_results.append(results)
         table(results)
         b = results[1]["best"]
-        print(f"\nbest: {json.dumps({k: b[k] for k in ('candidates', 'threshold', 'tuning', 'seconds')})}\n",
-              flush=True)
+        print(f"\nbest: {json.dumps({k: b[k] for k in ('candidates', 'threshold', 'tuning', 'refit_seconds', 'seconds')})}"
+              "\n", flush=True)
     if len(all_results) > 1:
         print("| split.seed | default test acc | best test acc | default test AUC | best test AUC |")
         print("|---|---:|---:|---:|---:|")

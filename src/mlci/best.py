@@ -155,9 +155,9 @@ def accuracy_threshold(y: np.ndarray, p: np.ndarray) -> float:
 # Optuna's search space for LightGBM (the default profile's values lie inside it).
 def _suggest(trial) -> dict:
     return {
-        "n_estimators": trial.suggest_int("n_estimators", 150, 800, step=50),
-        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.12, log=True),
-        "num_leaves": trial.suggest_int("num_leaves", 6, 48, log=True),
+        "n_estimators": trial.suggest_int("n_estimators", 200, 600, step=50),
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.1, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 8, 32, log=True),
         "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
         "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
         "subsample": trial.suggest_float("subsample", 0.5, 1.0),

@@ -203,10 +203,10 @@ class BestParams(_Strict):
     candidates: list[Literal["lightgbm", "catboost", "xgboost"]] = Field(
         default_factory=lambda: ["lightgbm", "catboost", "xgboost"], min_length=1)
     #: Optuna trials tuning LightGBM (TPE sampler seeded by ``seed``; 0 = LightGBM as in ``train``).
-    tuning_trials: int = Field(12, ge=0)
+    tuning_trials: int = Field(6, ge=0)
     #: Seconds for the whole fit. Tuning stops early when its share is spent; then the result depends
     #: on the machine's speed, which train_metadata.json says (``best.tuning_stopped_by_time``).
-    time_budget: float = Field(100.0, gt=0)
+    time_budget: float = Field(110.0, gt=0)
     #: ``average``: weights >= 0 summing to 1, fitted to the out-of-fold predictions (log-loss);
     #: ``equal``: the plain mean; ``select``: only the best candidate.
     ensemble: Literal["average", "equal", "select"] = "average"
