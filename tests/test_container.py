@@ -127,6 +127,15 @@ def test_bad_input_inside_the_container(image):
     assert "Traceback" not in proc.stderr
 
 
+def test_best_profile_in_the_default_image_says_what_to_build(image):
+    """The default image leaves the best profile's 300 MB out; asking for it is a usage error that says how
+    to get it (docker build --build-arg MLCI_EXTRAS=best, checked by hand: README, "The best profile")."""
+    proc = docker("run", "--rm", image, "run", "--no-track", "--profile", "best", check=False)
+    assert proc.returncode == errors.USAGE, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "catboost" in last and "MLCI_EXTRAS=best" in last and "Traceback" not in proc.stderr
+
+
 def test_image_runs_as_non_root_and_carries_no_leftovers(image):
     user = docker("image", "inspect", image, "--format", "{{.Config.User}}").stdout.strip()
     assert user and not user.startswith(("0", "root"))
