@@ -155,3 +155,27 @@ def test_bad_best_settings_are_usage_errors(workspace, override, message):
 def test_unknown_profile_is_a_usage_error(workspace):
     proc = run_mlci("run", "-S", "train.profile=fastest", cwd=workspace)
     assert proc.returncode == errors.USAGE and "train.profile" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_members_small_batch_paths_give_the_same_probabilities():
+    """Few rows take shortcuts (CatBoost from plain lists, LightGBM's booster without its wrapper):
+    the same numbers as the general path, missing categories included."""
+    from lightgbm import LGBMClassifier
+
+    from mlci.ensemble import SMALL, CatBoostCodes, Ensemble
+
+    rng = np.random.default_rng(1)
+    n = 2000
+    X = np.column_stack([rng.integers(0, 5, (n, 3)).astype(float), rng.normal(size=(n, 2))])
+    X[::7, 1] = np.nan
+    y = np.where(X[:, 3] + (X[:, 0] == 2) + 0.3 * rng.normal(size=n) > 0.5, "yes", "no")
+    ens = Ensemble(members=[("catboost", CatBoostCodes(n_categorical=3, iterations=30, thread_count=1)),
+                            ("lightgbm", LGBMClassifier(n_estimators=30, verbose=-1))],
+                   weights=[0.5, 0.5], n_categorical=3, positive_label="yes").fit(X, y)
+    big = ens.predict_proba(X[: SMALL + 100])  # the general path
+    small = np.vstack([ens.predict_proba(X[i: i + 1]) for i in range(SMALL + 100)])
+    np.testing.assert_allclose(small, big, rtol=0, atol=1e-12)
+    cb = ens.members_[0][1]
+    np.testing.assert_allclose(cb.predict_proba(X[:SMALL])[:, 1], cb.model_.predict_proba(cb._frame(X[:SMALL]))[:, 1],
+                               rtol=0, atol=1e-12)
+    assert list(ens.predict(X[:50])) == ["yes" if v >= 0.5 else "no" for v in big[:50, 1]]
