@@ -179,3 +179,11 @@ def test_members_small_batch_paths_give_the_same_probabilities():
     np.testing.assert_allclose(cb.predict_proba(X[:SMALL])[:, 1], cb.model_.predict_proba(cb._frame(X[:SMALL]))[:, 1],
                                rtol=0, atol=1e-12)
     assert list(ens.predict(X[:50])) == ["yes" if v >= 0.5 else "no" for v in big[:50, 1]]
+
+
+def test_a_spent_time_budget_stops_tuning_and_says_so(small):
+    result = cli("run", "--until", "train", *TINY, "-S", "best.time_budget=1")
+    assert result.exit_code == 0, result.output
+    tuning = load(small, "train_metadata.json")["best"]["tuning"]
+    assert tuning["stopped_by_time"] is True and tuning["trials"] < tuning["trials_planned"]
+    assert "stopped by best.time_budget" in result.output

@@ -208,10 +208,9 @@ def search(X: np.ndarray, labels: np.ndarray, positive_label: str, n_categorical
             refit = sum(f["cv_seconds"] for f in families.values()) / (bp.folds - 1)
             left = bp.time_budget - (time.perf_counter() - started) - refit
             tuning = _tune(X, y, folds, n_categorical, tp, bp, left, families["lightgbm"], echo)
-            if tuning["best_params"] is not None:
-                families["lightgbm"] = tuning.pop("best_family")
-            else:
-                tuning.pop("best_family")
+            tuned = tuning.pop("best_family")
+            if tuned is not None:  # a trial beat the train section's parameters
+                families["lightgbm"] = tuned
 
     names = list(families)
     probas = np.column_stack([families[n]["oof"] for n in names])
@@ -285,7 +284,7 @@ def _tune(X, y, folds, n_categorical, tp, bp, seconds_left: float, baseline: dic
         def stop_in_time(study, trial):
             spent = time.perf_counter() - t0
             if spent + spent / len(study.trials) > seconds_left and len(study.trials) < bp.tuning_trials:
-                stop_in_time.hit = len(study.trials) < bp.tuning_trials
+                stop_in_time.hit = True
                 study.stop()
 
         stop_in_time.hit = False
