@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -27,12 +26,6 @@ import numpy as np
 from .params import BestParams, TrainParams
 
 Echo = Callable[[str], None]
-
-
-@dataclass
-class SearchResult:
-    model: object  # the fitted Pipeline
-    summary: dict = field(default_factory=dict)
 
 
 #: The import name of what each part needs, and the PyPI distribution that provides it.
@@ -61,23 +54,14 @@ def _threads(n_jobs: int) -> int:
     return n_jobs or os.cpu_count() or 1
 
 
-def lightgbm_params(tp: TrainParams, threads: int, seed: int, **override) -> dict:
-    """LGBMClassifier arguments: the default profile's, with the tuned ones on top."""
-    p = dict(n_estimators=tp.n_estimators, learning_rate=tp.learning_rate, num_leaves=tp.num_leaves,
-             max_depth=tp.max_depth, min_child_samples=tp.min_child_samples, colsample_bytree=tp.colsample_bytree,
-             subsample=tp.subsample, reg_lambda=tp.reg_lambda, cat_smooth=tp.cat_smooth,
-             min_data_per_group=tp.min_data_per_group)
-    p.update(override)
-    p["subsample_freq"] = 1 if p["subsample"] < 1 else 0
-    return dict(p, random_state=seed, n_jobs=threads, deterministic=True, force_col_wise=True, verbose=-1)
-
-
 def candidate(name: str, bp: BestParams, tp: TrainParams, n_categorical: int, n_features: int,
               tuned: dict | None = None):
     """An unfitted member of family ``name`` for the encoded matrix."""
     threads = _threads(bp.n_jobs)
     if name == "lightgbm":
         from lightgbm import LGBMClassifier
+
+        from .model import lightgbm_params
 
         return LGBMClassifier(**lightgbm_params(tp, threads, bp.seed, **(tuned or {})))
     if name == "xgboost":
@@ -172,13 +156,13 @@ def search(X: np.ndarray, labels: np.ndarray, positive_label: str, n_categorical
     """Cross-validate the candidates, tune LightGBM in what time is left, fit the ensemble.
 
     ``X`` is the encoded train split (categorical codes first), ``labels`` its target values.
-    Returns the fitted ``Ensemble`` and a summary for train_metadata.json.
+    Returns the fitted ``Ensemble`` and a summary for train_metadata.json. The caller has
+    checked that the candidates' libraries are installed (``check_installed``).
     """
     from sklearn.model_selection import StratifiedKFold
 
     from .ensemble import Ensemble
 
-    check_installed(bp)
     started = time.perf_counter()
     y = (labels == positive_label).astype(np.int64)
     folds = list(StratifiedKFold(bp.folds, shuffle=True, random_state=bp.seed).split(X, y))
@@ -256,16 +240,14 @@ def _tune(X, y, folds, n_categorical, tp, bp, seconds_left: float, baseline: dic
     import logging
 
     import optuna
-    from lightgbm import LGBMClassifier
 
     optuna.logging.set_verbosity(logging.WARNING)
-    threads = _threads(bp.n_jobs)
     best = {"loss": baseline["oof_log_loss"], "family": None, "params": None}
     t0 = time.perf_counter()
 
     def objective(trial) -> float:
         params = _suggest(trial)
-        est = LGBMClassifier(**lightgbm_params(tp, threads, bp.seed, **params))
+        est = candidate("lightgbm", bp, tp, n_categorical, X.shape[1], tuned=params)
         t = time.perf_counter()
         p = oof(est, X, y, folds, n_categorical)
         loss = log_loss(y, p)

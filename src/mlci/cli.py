@@ -151,15 +151,11 @@ class _ChampionProxy:
     def metrics(self) -> dict:
         """The champion's metrics on our validation rows (what the gate compares with)."""
         if self._metrics is None:
-            from .metrics import binary_metrics
-            from .model import decision_threshold
             from .recording import champion_inputs
-            from .stages import validation_scores
+            from .stages import validation_metrics
 
             model = self.model()[0]
-            y, self._validation = validation_scores(self.s, model, *champion_inputs(self.s, model))
-            self._metrics = {f"validation_{k}": v
-                             for k, v in binary_metrics(y, self._validation, decision_threshold(model)).items()}
+            self._metrics, self._validation = validation_metrics(self.s, model, *champion_inputs(self.s, model))
         return self._metrics
 
     def proba(self, split: str, frame):

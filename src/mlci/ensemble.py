@@ -42,12 +42,17 @@ class CatBoostCodes(ClassifierMixin, BaseEstimator):
         self.random_seed = random_seed
         self.thread_count = thread_count
 
+    def _codes(self, X: np.ndarray) -> np.ndarray:
+        """The categorical columns as integers, -1 for missing."""
+        k = self.n_categorical
+        return np.where(np.isnan(X[:, :k]), -1, X[:, :k]).astype(np.int64)
+
     def _frame(self, X):
         import pandas as pd
 
         X = np.asarray(X, dtype=np.float64)
         k = self.n_categorical
-        codes = np.where(np.isnan(X[:, :k]), -1, X[:, :k]).astype(np.int32)
+        codes = self._codes(X)
         cols = {f"c{i}": codes[:, i] for i in range(k)}
         cols.update({f"n{i}": X[:, k + i] for i in range(X.shape[1] - k)})
         return pd.DataFrame(cols, copy=False)
@@ -76,9 +81,7 @@ class CatBoostCodes(ClassifierMixin, BaseEstimator):
         if len(X) <= SMALL:
             # A few rows (the server's single records): plain lists skip the DataFrame, 1.2 -> 0.35 ms
             # a record (measured; the same probabilities).
-            k = self.n_categorical
-            codes = np.where(np.isnan(X[:, :k]), -1, X[:, :k]).astype(np.int64).tolist()
-            rows = [c + r for c, r in zip(codes, X[:, k:].tolist())]
+            rows = [c + r for c, r in zip(self._codes(X).tolist(), X[:, self.n_categorical:].tolist())]
             return self.model_.predict(rows, prediction_type="Probability", thread_count=1)
         return self.model_.predict_proba(self._frame(X))
 

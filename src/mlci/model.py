@@ -50,30 +50,24 @@ def n_categorical(ds: DatasetDef) -> int:
     return sum(c.type == "categorical" for c in ds.features)
 
 
+def lightgbm_params(tp: TrainParams, threads: int, seed: int, **override) -> dict:
+    """LGBMClassifier arguments from the ``train`` section, ``override`` on top (the best profile's tuning)."""
+    p = dict(n_estimators=tp.n_estimators, learning_rate=tp.learning_rate, num_leaves=tp.num_leaves,
+             max_depth=tp.max_depth, min_child_samples=tp.min_child_samples, colsample_bytree=tp.colsample_bytree,
+             subsample=tp.subsample, reg_lambda=tp.reg_lambda, cat_smooth=tp.cat_smooth,
+             min_data_per_group=tp.min_data_per_group)
+    p.update(override)
+    p["subsample_freq"] = 1 if p["subsample"] < 1 else 0
+    # Column-wise histograms with a fixed seed give the same trees whatever the thread count.
+    return dict(p, random_state=seed, n_jobs=threads, deterministic=True, force_col_wise=True, verbose=-1)
+
+
 def build(ds: DatasetDef, tp: TrainParams, categories: dict[str, list[str]]):
     """An unfitted Pipeline: encode categoricals, then a LightGBM classifier (the default profile)."""
     from lightgbm import LGBMClassifier
     from sklearn.pipeline import Pipeline
 
-    classifier = LGBMClassifier(
-        n_estimators=tp.n_estimators,
-        learning_rate=tp.learning_rate,
-        num_leaves=tp.num_leaves,
-        max_depth=tp.max_depth,
-        min_child_samples=tp.min_child_samples,
-        colsample_bytree=tp.colsample_bytree,
-        subsample=tp.subsample,
-        subsample_freq=1 if tp.subsample < 1 else 0,
-        reg_lambda=tp.reg_lambda,
-        cat_smooth=tp.cat_smooth,
-        min_data_per_group=tp.min_data_per_group,
-        random_state=tp.seed,
-        n_jobs=tp.n_jobs or os.cpu_count() or 1,
-        # Column-wise histograms with a fixed seed give the same trees whatever the thread count.
-        deterministic=True,
-        force_col_wise=True,
-        verbose=-1,
-    )
+    classifier = LGBMClassifier(**lightgbm_params(tp, tp.n_jobs or os.cpu_count() or 1, tp.seed))
     return Pipeline([("encode", encoder(ds, categories)), ("classify", classifier)])
 
 

@@ -44,7 +44,7 @@ def champion_metrics(s: S.Settings, model) -> dict:
     """Any model's metrics on this workspace's validation rows, named like train_metadata.json's."""
     from .stages import validation_metrics
 
-    return validation_metrics(s, model, *champion_inputs(s, model))
+    return validation_metrics(s, model, *champion_inputs(s, model))[0]
 
 
 def begin(command: str, s: S.Settings, params: Resolved) -> tuple[Registry, str]:

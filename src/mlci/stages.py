@@ -292,7 +292,9 @@ def validation_scores(s: S.Settings, model, positive_label: str, features: list[
     return np.asarray(va[target] == positive_label), predict_proba(model, va[features], positive_label)
 
 
-def validation_metrics(s: S.Settings, model, positive_label: str, features: list[str], target: str) -> dict:
-    """Metrics of any model on this workspace's validation rows (to compare with the champion)."""
+def validation_metrics(s: S.Settings, model, positive_label: str, features: list[str],
+                       target: str) -> tuple[dict, np.ndarray]:
+    """Metrics of any model on this workspace's validation rows, at its own decision threshold (to
+    compare with the champion), and the probabilities they came from."""
     y, proba = validation_scores(s, model, positive_label, features, target)
-    return {f"validation_{k}": v for k, v in binary_metrics(y, proba, decision_threshold(model)).items()}
+    return {f"validation_{k}": v for k, v in binary_metrics(y, proba, decision_threshold(model)).items()}, proba
