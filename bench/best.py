@@ -43,8 +43,8 @@ def mlci(ws: Path, *args: str) -> subprocess.CompletedProcess:
 
 def latency(model_dir: Path, features: list[str], frame) -> dict:
     """Median seconds of one-record predictions: the server's path and the Pipeline's."""
-    from mlci.model import predict_proba
-    from mlci.scoring import FastScorer
+    from mlci.modeling.estimator import predict_proba
+    from mlci.serving.scoring import FastScorer
 
     card = json.loads((model_dir / "model.json").read_text())
     model = pickle.loads((model_dir / "model.pkl").read_bytes())
@@ -73,7 +73,7 @@ def intervals(ws: Path, split: str, threshold: float) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from mlci.bootstrap import intervals as boot
+    from mlci.evaluation.bootstrap import intervals as boot
 
     t = pq.read_table(ws / "results" / f"{split}_scores.parquet")
     y, p = t.column("label").to_numpy() == 1, t.column("probability").to_numpy()

@@ -120,7 +120,7 @@ def main() -> int:
         shutil.copy(ROOT / "params.yaml", ws / "params.yaml")
         os.symlink(DATA, ws / "data" / "raw" / "adult.data")
         env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLCI_NO_TRACK")}
-        env.update(MLFLOW_TRACKING_URI=f"sqlite:///{ws / 'mlflow.db'}", MLCI_TRACKING_DAEMON="0",
+        env.update(MLFLOW_TRACKING_URI=f"sqlite:///{ws / 'mlflow.db'}",
                    PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # mlflow starts `uvicorn` by name
         subprocess.run([sys.executable, "-m", "mlci", "run", "--until", "gate"], cwd=ws, env=env, check=True,
                        capture_output=True)

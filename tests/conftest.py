@@ -17,10 +17,6 @@ BUNDLED = ROOT / "data" / "raw"
 PATH_VARS = ("RAW_DATA_DIR", "RAW_DATA_FILE", "PROCESSED_DATA_DIR", "MODEL_DIR", "RESULTS_DIR",
              "MLCI_PARAMS", "MLCI_STATE_DIR", "MLCI_LOCK_FILE", "MLFLOW_TRACKING_URI", "MLCI_NO_TRACK")
 
-# Tracked runs leave a tracking daemon per workspace (see tracking_worker.py); in a test session of
-# short-lived workspaces it need not wait ten minutes for the next run.
-os.environ.setdefault("MLCI_TRACKING_DAEMON_IDLE", "20")
-
 UCI_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education.num", "marital.status", "occupation",
                "relationship", "race", "sex", "capital.gain", "capital.loss", "hours.per.week",
                "native.country", "income"]

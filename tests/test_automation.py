@@ -158,8 +158,7 @@ def test_github_workflow_runs_under_act(tmp_path):
     proc = subprocess.run(
         [BIN / "act", "push", "-P", "ubuntu-latest=-self-hosted", "-W", ".github/workflows/pipeline.yml",
          "--local-repository", f"actions/setup-python@v5={noop}",
-         "--local-repository", f"actions/upload-artifact@v4={noop}",
-         "--env", "MLCI_TRACKING_DAEMON=0"],
+         "--local-repository", f"actions/upload-artifact@v4={noop}"],
         cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Job succeeded" in out, out[-4000:]

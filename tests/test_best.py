@@ -16,7 +16,7 @@ import pytest
 from conftest import cli, run_mlci
 
 from mlci import errors
-from mlci.best import accuracy_threshold, ensemble_weights, log_loss
+from mlci.modeling.best import accuracy_threshold, ensemble_weights, log_loss
 
 TINY = ["--profile", "best", "-S", "best.folds=3", "-S", "best.tuning_trials=2", "-S", "best.catboost_iterations=40",
         "-S", "best.xgboost_rounds=40"]

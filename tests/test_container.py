@@ -160,7 +160,7 @@ def test_serve_image_becomes_healthy_and_answers_like_the_host(image, tmp_path):
     import pandas as pd
     from servers import free_port
 
-    from mlci.stages import load_model
+    from mlci.modeling.artifact import load_model
 
     serve_image = f"{IMAGE}-serve"
     build("serve", serve_image)

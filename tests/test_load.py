@@ -10,8 +10,8 @@ import pytest
 from conftest import adult_data, kaggle_csv
 
 from mlci.errors import DataError
-from mlci.load import load_table
-from mlci.params import load_dataset_def, normalise_name
+from mlci.data.load import load_table
+from mlci.data.dataset import load_dataset_def, normalise_name
 
 ADULT = load_dataset_def("adult")
 HEADER = "age,workclass,fnlwgt,education,education.num,marital.status,occupation,relationship,race,sex," \

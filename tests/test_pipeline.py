@@ -203,9 +203,10 @@ def test_tampered_model_is_refused(workspace):
 
 
 def test_busy_workspace(workspace):
-    from mlci import pipeline, settings
+    from mlci.config import settings
+    from mlci.pipeline.workspace import workspace_lock
 
-    with pipeline.workspace_lock(settings.from_env()):
+    with workspace_lock(settings.from_env()):
         result = cli("run")
     assert result.exit_code == errors.BUSY
     assert f"(pid {os.getpid()}) is using this workspace" in result.stderr
@@ -265,6 +266,6 @@ def test_python_dash_m_and_console_script(workspace):
 def test_params_yaml_spells_out_the_defaults():
     import yaml
 
-    from mlci.params import Params
+    from mlci.config.params import Params
 
     assert Params.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text())) == Params()

@@ -17,8 +17,8 @@ import pytest
 from conftest import ROOT, cli, populate, run_mlci
 
 from mlci import errors
-from mlci.bootstrap import intervals, weighted_metrics
-from mlci.metrics import binary_metrics
+from mlci.evaluation.bootstrap import intervals, weighted_metrics
+from mlci.evaluation.metrics import binary_metrics
 
 ARTIFACTS = Path(os.environ.get("MLCI_TEST_ARTIFACTS", ROOT / ".test-artifacts"))
 
@@ -33,7 +33,7 @@ def ran(tmp_path_factory) -> Path:
 
 
 def scores(ws: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from mlci.stages import load_model
+    from mlci.modeling.artifact import load_model
 
     model, card = load_model(ws / "models")
     frame = pd.read_parquet(ws / "data" / "processed" / f"{split}.parquet")
@@ -73,7 +73,7 @@ def test_group_rates_and_gaps_equal_fairlearn(ran):
     from fairlearn.metrics import (MetricFrame, demographic_parity_difference, equalized_odds_difference,
                                    false_positive_rate, selection_rate, true_positive_rate)
 
-    from mlci.groups import gaps, group_of, rates
+    from mlci.evaluation.groups import gaps, group_of, rates
 
     frame = pd.read_parquet(ran / "data" / "processed" / "validation.parquet")
     y, p = scores(ran, "validation")
@@ -102,9 +102,9 @@ def test_permutation_importance_shuffles_the_raw_columns(ran):
     """Shuffling encoded columns in one batch equals shuffling raw columns through the Pipeline."""
     from sklearn.metrics import roc_auc_score
 
-    from mlci.params import ReportParams
-    from mlci.report import permutation
-    from mlci.stages import load_model
+    from mlci.config.params import ReportParams
+    from mlci.reporting.content import permutation
+    from mlci.modeling.artifact import load_model
 
     model, card = load_model(ran / "models")
     frame = pd.read_parquet(ran / "data" / "processed" / "validation.parquet")

@@ -126,7 +126,7 @@ def pipeline_proba(model, recs: list[dict]) -> np.ndarray:
 
 
 def load_model(ws: Path):
-    from mlci.stages import load_model as load
+    from mlci.modeling.artifact import load_model as load
 
     return load(ws / "models")[0]
 
@@ -135,7 +135,7 @@ def load_model(ws: Path):
 
 
 def test_fast_path_equals_pipeline_on_real_rows_with_unknown_and_missing(registry_ws):
-    from mlci.scoring import FastScorer
+    from mlci.serving.scoring import FastScorer
 
     model = load_model(registry_ws)
     frame = pd.concat([pd.read_parquet(registry_ws / "data" / "processed" / f"{s}.parquet")
@@ -197,9 +197,9 @@ def test_msgspec_decoder_accepts_only_what_the_pydantic_model_accepts_and_scores
     import msgspec
     from pydantic import TypeAdapter
 
-    from mlci.params import DatasetDef
-    from mlci.schema import record_model, request_decoder
-    from mlci.scoring import FastScorer
+    from mlci.data.dataset import DatasetDef
+    from mlci.serving.schema import record_model, request_decoder
+    from mlci.serving.scoring import FastScorer
 
     model = load_model(registry_ws)
     card = json.loads((registry_ws / "models" / "model.json").read_text())
@@ -579,7 +579,7 @@ def test_no_champion_is_exit_6_in_one_line(registry_ws):
 
 def test_a_model_failing_its_smoke_prediction_is_not_installed(registry_ws):
     """The holder and its checks are real; the source hands it a model whose Pipeline answers nonsense."""
-    from mlci.serve import Candidate, DirSource, ModelHolder
+    from mlci.serving.app import Candidate, DirSource, ModelHolder
 
     class Broken(DirSource):
         def current(self):
@@ -607,10 +607,10 @@ def test_a_model_failing_its_smoke_prediction_is_not_installed(registry_ws):
 
 def test_a_version_registered_without_its_card_takes_the_builtin_dataset_schema(registry_ws):
     """Versions registered before they carried model.json: the run's `dataset` parameter names the schema."""
-    from mlci.schema import record_model
+    from mlci.serving.schema import record_model
     import mlflow
 
-    from mlci.serve import RegistrySource, prepare
+    from mlci.serving.app import RegistrySource, prepare
 
     uri = f"sqlite:///{registry_ws / 'mlflow.db'}"
     mlc = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -12,7 +12,7 @@ from conftest import populate, run_mlci
 from servers import MlflowServer, Postgres
 
 from mlci import errors
-from mlci.tracking import use_uri
+from mlci.tracking.registry import use_uri
 
 GATE = ('gate.rules=[{metric: validation_roc_auc, min: 0.85}, {metric: validation_roc_auc, max_drop: 0.005}]')
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from conftest import cli, outputs, run_mlci
 
 from mlci import errors
-from mlci.tracking import use_uri
+from mlci.tracking.registry import use_uri
 
 GATE_FAIL = "gate.rules=[{metric: validation_acc, min: 0.99}]"
 
@@ -83,11 +84,12 @@ def test_run_is_recorded_registered_and_promoted(tracked):
     proba = model.predict_proba(val.drop(columns=["income"]))[:, 1]
     assert ((proba >= 0) & (proba <= 1)).all()
 
-    # A no-op rerun is still recorded, marked cached, without a new version.
+    # A no-op rerun records no new run: it says which run and version it matches.
     again = cli("run", "--json")
     assert again.exit_code == 0
-    latest = runs(tracked)[0]
-    assert latest.data.tags["mlci.cached"] == "true" and latest.data.tags["mlci.model_version"] == "1"
+    assert json.loads(again.stdout)["tracking"] == {"run_id": run.info.run_id, "tracking_uri": summary["tracking_uri"],
+                                                    "model": "adult-income", "version": "1", "cached": True}
+    assert len(runs(tracked)) == 1
     assert len(client(tracked).search_model_versions("name = 'adult-income'")) == 1
 
 
@@ -187,137 +189,55 @@ def test_unreachable_server_fails_before_any_work(tracked):
     assert result.stderr.count("\n") == 1 and outputs(tracked) == []
 
 
-def _start_and_kill(ws: Path, whole_group: bool) -> None:
-    import os
-
-    # Killing the whole group kills the tracking side too only with a worker of the run's own
-    # (the daemon lives in a session of its own; see test_tracking_daemon_* below).
-    env = {**os.environ, "MLCI_TRACKING_DAEMON": "0"} if whole_group else None
-    proc = subprocess.Popen([sys.executable, "-m", "mlci", "run"], cwd=ws, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+def test_killed_pipeline_leaves_no_run_running(tracked):
+    """A run is recorded when its stages are done: a pipeline killed mid-training leaves nothing RUNNING."""
+    proc = subprocess.Popen([sys.executable, "-m", "mlci", "run"], cwd=tracked, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     for line in proc.stderr:
         if line.startswith("train ..."):
             break
-    if whole_group:  # let the tracking worker create its run first
-        deadline = time.time() + 60
-        while not runs(ws) and time.time() < deadline:
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)
-    else:
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGKILL)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-
-
-def wait_for_status(ws: Path, run_id: str, status: str, timeout: float = 60) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        now = client(ws).get_run(run_id).info.status
-        if now == status:
-            return now
-        time.sleep(0.5)
-    return now
-
-
-def test_killed_pipeline_is_marked_failed_at_once_by_its_worker(tracked):
-    _start_and_kill(tracked, whole_group=False)
-    deadline = time.time() + 60
-    while not runs(tracked) and time.time() < deadline:  # the orphaned worker may still be starting
-        time.sleep(0.5)
-    (killed,) = runs(tracked)
-    assert wait_for_status(tracked, killed.info.run_id, "FAILED") == "FAILED"
+    assert all(r.info.status != "RUNNING" for r in runs(tracked))
 
 
 def test_run_left_running_is_marked_failed_by_the_next(tracked):
-    _start_and_kill(tracked, whole_group=True)  # the pipeline and its tracking worker die together
-    (killed,) = runs(tracked)
-    assert killed.info.status == "RUNNING"
+    """A process killed while it recorded leaves its run RUNNING; the next run on this host marks it FAILED."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    c = client(tracked)
+    exp = c.create_experiment("mlci", artifact_location=(tracked / "mlartifacts").as_uri())
+    import socket
+
+    left = c.create_run(exp, tags={"mlci.host": socket.gethostname(), "mlci.pid": str(dead.pid)}).info.run_id
     assert cli("run").exit_code == 0
-    after = client(tracked).get_run(killed.info.run_id)
+    after = c.get_run(left)
     assert after.info.status == "FAILED" and after.data.tags["mlci.failure"]
 
 
-# -- the tracking daemon --------------------------------------------------------------------
-
-
-def daemon_pid(ws: Path) -> int | None:
-    lock = ws / ".mlci" / "tracking-daemon.lock"
-    text = lock.read_text().strip() if lock.exists() else ""
-    return int(text) if text else None
-
-
-def alive(pid: int) -> bool:
+def test_no_op_rerun_records_nothing_and_leaves_no_process(tracked):
     import psutil
 
-    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    assert cli("run").exit_code == 0
+    before = [r.info.run_id for r in runs(tracked)]
+    proc = run_mlci("run", cwd=tracked)
+    assert proc.returncode == 0, proc.stderr
+    assert f"nothing changed since run {before[0]}" in proc.stderr and "adult-income v1" in proc.stderr
+    assert [r.info.run_id for r in runs(tracked)] == before  # no new run for a no-op
+    mine = [p for p in psutil.process_iter(["cmdline"]) if "mlci" in " ".join(p.info["cmdline"] or [])
+            and p.pid != os.getpid() and p.ppid() == os.getpid()]
+    assert mine == []  # nothing of a tracked run outlives it
 
 
-def test_tracking_daemon_serves_run_after_run_then_leaves_when_idle(tracked, monkeypatch):
-    monkeypatch.setenv("MLCI_TRACKING_DAEMON_IDLE", "4")
-    assert run_mlci("run", cwd=tracked).returncode == 0
-    pid = daemon_pid(tracked)
-    assert pid and alive(pid) and (tracked / ".mlci" / "tracking.sock").exists()
-    second = run_mlci("run", "-S", "train.n_estimators=300", cwd=tracked)
-    assert second.returncode == 0, second.stderr
-    assert daemon_pid(tracked) == pid  # the same process: MLflow imported once
-    assert [r.info.status for r in runs(tracked)] == ["FINISHED", "FINISHED"]
-    assert client(tracked).get_registered_model("adult-income").latest_versions  # registered by the daemon
-    deadline = time.time() + 30
-    while alive(pid) and time.time() < deadline:
-        time.sleep(0.5)
-    assert not alive(pid) and not (tracked / ".mlci" / "tracking.sock").exists()
-
-
-def test_tracking_daemon_of_other_code_steps_down(tracked, tmp_path_factory):
-    """Edit mlci (here: a copy with one more comment) and the next run gets a daemon of the new code."""
-    other_src = tmp_path_factory.mktemp("src")
-    shutil.copytree(Path(__file__).resolve().parents[1] / "src" / "mlci", other_src / "mlci")
-    with open(other_src / "mlci" / "errors.py", "a") as f:
-        f.write("# another version\n")
-    old = run_mlci("run", "--until", "preprocess", cwd=tracked, env={"PYTHONPATH": str(other_src)})
-    assert old.returncode == 0, old.stderr
-    old_pid = daemon_pid(tracked)
-    assert old_pid and alive(old_pid)
-    new = run_mlci("run", "--until", "preprocess", cwd=tracked)
-    assert new.returncode == 0, new.stderr
-    new_pid = daemon_pid(tracked)
-    assert new_pid != old_pid and alive(new_pid)
-    deadline = time.time() + 10
-    while alive(old_pid) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not alive(old_pid)
-    assert [r.info.status for r in runs(tracked)] == ["FINISHED", "FINISHED"]
-
-
-def test_busy_tracking_daemon_sends_a_run_to_a_worker_of_its_own(tracked):
-    import os
-    import socket
-
-    from mlci.tracking_worker import identity
-
-    assert run_mlci("run", "--until", "preprocess", cwd=tracked).returncode == 0  # starts the daemon
-    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    held.connect(str(tracked / ".mlci" / "tracking.sock"))
-    stream = held.makefile("rw", encoding="utf-8")
-    hello = {"op": "hello", "identity": identity(), "cwd": str(tracked), "env": dict(os.environ),
-             "args": {"command": "run", "params_file": None, "overrides": []}}
-    for request in (hello, {"op": "begin"}):
-        stream.write(json.dumps(request) + "\n")
-        stream.flush()
-        assert json.loads(stream.readline())["ok"]
-    held_run = runs(tracked)[0].info.run_id
-    other = run_mlci("run", cwd=tracked)  # the daemon is busy with the held session
-    assert other.returncode == 0, other.stderr
-    assert runs(tracked)[0].info.status == "FINISHED"
-    stream.close()
-    held.close()  # a client gone without finishing: its run is marked FAILED at once
-    assert wait_for_status(tracked, held_run, "FAILED") == "FAILED"
-
-
-def test_tracking_daemon_can_be_turned_off(tracked):
-    assert run_mlci("run", "--until", "train", cwd=tracked, env={"MLCI_TRACKING_DAEMON": "0"}).returncode == 0
-    assert runs(tracked)[0].info.status == "FINISHED"
-    assert not (tracked / ".mlci" / "tracking.sock").exists()
+def test_no_op_rerun_imports_no_mlflow(tracked):
+    assert cli("run").exit_code == 0
+    code = ("import sys, runpy; sys.argv = ['mlci', 'run']\n"
+            "try:\n    runpy.run_module('mlci', run_name='__main__')\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('mlflow', 'pandas', 'sklearn', 'lightgbm')]\n"
+            "assert not bad, bad[:5]\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tracked, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_corrupt_champion_artifact_stops_promotion(tracked):
@@ -336,20 +256,20 @@ def test_corrupt_champion_artifact_stops_promotion(tracked):
 
 def test_promotion_is_compare_and_set(tracked):
     """A candidate whose gate saw an older champion is compared again with the current one."""
-    from mlci import settings
-    from mlci.recording import Champion
-    from mlci.tracking import Registry
+    from mlci.config import settings
+    from mlci.tracking.champion import Champion
+    from mlci.tracking.registry import Registry
 
     assert cli("run").exit_code == 0  # v1 champion (400 trees)
     assert cli("run", "-S", "train.n_estimators=40", "-S", "gate.rules=[]").exit_code == 0  # v2, weaker
     # v2 was promoted because its gate had no relative rule; put the strong v1 back as champion...
     assert cli("promote", "1", "--reason", "test").exit_code == 0
-    reg = Registry(f"sqlite:///{tracked / 'mlflow.db'}", {"experiment": "mlci", "model_name": "adult-income",
-                                                         "alias": "champion", "compare_metric": "validation_roc_auc",
-                                                         "greater_is_better": True})
-    ch = Champion(reg, settings.from_env())
-    weak_auc = ch.metrics_of("2")["validation_roc_auc"]
+    tracking = {"experiment": "mlci", "model_name": "adult-income", "alias": "champion",
+                "compare_metric": "validation_roc_auc", "greater_is_better": True}
+    ch = Champion(f"sqlite:///{tracked / 'mlflow.db'}", tracking, settings.from_env())
+    reg = ch.registry
+    weak_auc = ch.metrics("2")["validation_roc_auc"]
     # ...and replay v2's promotion as if its gate had run before v1 became champion.
-    decision = reg.promote_if_better("2", None, weak_auc, lambda v: ch.metrics_of(v)["validation_roc_auc"])
+    decision = reg.promote_if_better("2", None, weak_auc, lambda v: ch.metrics(v)["validation_roc_auc"])
     assert decision["promoted"] is False and "is better" in decision["note"]
     assert champion(tracked) == "1"

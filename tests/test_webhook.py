@@ -104,7 +104,7 @@ def start(tmp: Path, files: dict[str, Path], runner: str, *extra: str) -> Server
          "--repository", "acme/adult", "--workdir", str(srv.tmp / "runs"), "--runner", runner, "--port", port,
          "--max-body-bytes", "65536", *extra],
         cwd=srv.cwd, env={**{k: v for k, v in os.environ.items() if k not in PATH_VARS},
-                          "MLCI_WEBHOOK_SECRET": SECRET, "MLCI_TRACKING_DAEMON": "0"},
+                          "MLCI_WEBHOOK_SECRET": SECRET},
         stdout=subprocess.DEVNULL, stderr=open(srv.tmp / "server.log", "w"))
     deadline = time.time() + 60
     while True:

@@ -1,3 +1,3 @@
-from .cli import main
+from mlci.cli import main
 
 main(prog_name="mlci")

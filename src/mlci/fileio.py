@@ -68,3 +68,8 @@ def file_hash(path: Path) -> str:
 
 def bytes_hash(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def read_json_or_none(path: Path) -> Any:
+    """The file's JSON, or None when there is no such file."""
+    return read_json(path) if Path(path).exists() else None

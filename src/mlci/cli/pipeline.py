@@ -1,0 +1,216 @@
+"""``mlci run``, the stage commands, ``mlci status`` and ``mlci predict``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mlci.cli.app import (NO_TRACK_HELP, SET_HELP, context, epilog, handle_errors, main, profile_option,
+                          with_profile)
+from mlci.config import settings as S
+from mlci.pipeline.table import STAGE_NAMES, STAGES
+
+#: What ``mlci run`` prints of each stage's output file (the tutorial's last step prints both metadata files).
+_OUTPUTS = (("train_metadata", S.TRAIN_METADATA, "train"), ("gate", S.GATE_FILE, "gate"),
+            ("test_metadata", S.TEST_METADATA, "test"))
+
+
+def _tracking(command: str, s, params, enabled: bool):
+    if not enabled:
+        return None
+    from mlci.tracking.session import TrackedRun
+
+    return TrackedRun(command, s, params)
+
+
+class _Display:
+    """The runner's events on stderr."""
+
+    def __init__(self, console):
+        self.console = console
+
+    def event(self, kind: str, name: str, info: dict) -> None:
+        c = self.console
+        if kind == "start":
+            c.print(f"[bold]{name}[/] ...")
+        elif kind == "done":
+            c.print(f"[green]✓[/] {name} [dim]{info['seconds']:.1f}s[/]")
+        elif kind == "cached":
+            c.print(f"[green]✓[/] {name} [dim](up to date, skipped)[/]")
+        elif kind == "failed":
+            c.print(f"[red]✗[/] {name}")
+
+    def finished(self, result) -> None:
+        pass
+
+
+def _stage_command(name: str, doc: str):
+    @main.command(name=name, help=doc, epilog=epilog())
+    @click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+    @click.option("--wait", type=float, default=0.0, show_default=True, help="Seconds to wait for a busy workspace.")
+    @click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=NO_TRACK_HELP)
+    @profile_option
+    @click.pass_context
+    @handle_errors
+    def command(ctx: click.Context, overrides: tuple[str, ...], wait: float, no_track: bool,
+                profile: str | None) -> None:
+        from mlci.pipeline.runner import run
+        from mlci.pipeline.workspace import workspace_lock
+
+        s, params = context(ctx, with_profile(overrides, profile))
+        with workspace_lock(s, wait):
+            tracked = _tracking(name, s, params, not no_track)
+            result = run(s, params, only=name, echo=click.echo, observers=[tracked] if tracked else [],
+                         champion=tracked.champion if tracked else None)
+        res = result.stages[0]
+        if res.status == "ran" and name != "gate":
+            click.echo(json.dumps(res.output, indent=2))
+        _tracking_line(result.tracking)
+        if result.exit_code:
+            raise_exit(result)
+
+    return command
+
+
+def raise_exit(result) -> None:
+    click.echo(f"error: {result.error}", err=True)
+    sys.exit(result.exit_code)
+
+
+def _tracking_line(summary: dict | None) -> None:
+    if not summary:
+        return
+    if summary.get("cached"):
+        line = f"tracked: nothing changed since run {summary['run_id']} at {summary['tracking_uri']}"
+        if summary.get("version"):
+            line += f" ({summary['model']} v{summary['version']})"
+        click.echo(line, err=True)
+        return
+    line = f"tracked: run {summary['run_id']} at {summary['tracking_uri']}"
+    if "version" in summary:
+        line += f"; {summary['model']} v{summary['version']}"
+        if summary.get("promoted"):
+            line += " is the champion"
+        if summary.get("note"):
+            line += f" ({summary['note']})"
+    click.echo(line, err=True)
+
+
+for _st in STAGES:
+    _stage_command(_st.name, _st.help)
+
+
+@main.command(epilog=epilog())
+@click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--force", is_flag=True, help="Rerun every stage, even those that are up to date.")
+@click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON result instead.")
+@click.option("--wait", type=float, default=0.0, show_default=True, help="Seconds to wait for a busy workspace.")
+@click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=NO_TRACK_HELP)
+@click.option("--until", type=click.Choice(STAGE_NAMES), default=STAGE_NAMES[-1], show_default=True,
+              help="Stop after this stage (e.g. `test`: the tutorial's pipeline, no report).")
+@profile_option
+@click.pass_context
+@handle_errors
+def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bool, wait: float,
+        no_track: bool, until: str, profile: str | None) -> None:
+    """Run preprocess, train, gate, test and report, skipping stages that are up to date."""
+    from rich.console import Console
+
+    from mlci.fileio import read_json
+    from mlci.pipeline.runner import run as run_pipeline
+    from mlci.pipeline.workspace import workspace_lock
+
+    s, params = context(ctx, with_profile(overrides, profile))
+    err = Console(stderr=True, highlight=False)
+    echo = (lambda line: err.print(line, markup=False)) if as_json else click.echo
+    with workspace_lock(s, wait):
+        tracked = _tracking("run", s, params, not no_track)
+        observers = [_Display(err)] + ([tracked] if tracked else [])
+        result = run_pipeline(s, params, force=force, until=until, observers=observers, echo=echo,
+                              champion=tracked.champion if tracked else None)
+
+    statuses = result.statuses
+    outputs = {key: read_json(s.result(fname)) for key, fname, stage in _OUTPUTS
+               if s.result(fname).exists() and statuses.get(stage) in ("ran", "cached", "failed")}
+    if as_json:
+        click.echo(json.dumps({"exit_code": result.exit_code, "error": result.error,
+                               "stages": [{k: v for k, v in vars(r).items() if k != "output"} for r in result.stages],
+                               **outputs, "tracking": result.tracking}, indent=2))
+    else:
+        for key, fname in (("train_metadata", S.TRAIN_METADATA), ("test_metadata", S.TEST_METADATA)):
+            if key in outputs:
+                click.echo(f"{s.result(fname)}:")
+                click.echo(json.dumps(outputs[key], indent=2))
+        _summary(err, result, outputs)
+    _tracking_line(result.tracking)
+    if result.exit_code:
+        raise_exit(result)
+
+
+def _summary(console, result, outputs: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="mlci run", title_justify="left")
+    for col in ("stage", "status", "seconds"):
+        table.add_column(col)
+    for r in result.stages:
+        style = {"ran": "green", "cached": "cyan", "failed": "red"}.get(r.status, "dim")
+        table.add_row(r.name, f"[{style}]{r.status}[/]", f"{r.seconds:.2f}" if r.status == "ran" else "")
+    console.print(table)
+    metrics = Table(title="metrics", title_justify="left")
+    metrics.add_column("metric")
+    metrics.add_column("validation", justify="right")
+    metrics.add_column("test", justify="right")
+    tm, te = outputs.get("train_metadata", {}), outputs.get("test_metadata", {})
+    for m in ("acc", "roc_auc", "log_loss", "f1"):
+        v, t = tm.get(f"validation_{m}"), te.get(f"test_{m}")
+        if v is not None or t is not None:
+            metrics.add_row(m, f"{v:.4f}" if v is not None else "", f"{t:.4f}" if t is not None else "")
+    if metrics.row_count:
+        console.print(metrics)
+
+
+@main.command(epilog=epilog())
+@click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help="Answer as for `mlci run --no-track`.")
+@click.pass_context
+@handle_errors
+def status(ctx: click.Context, overrides: tuple[str, ...], as_json: bool, no_track: bool) -> None:
+    """Show which stages `mlci run` would skip and which it would rerun, and why (like `dvc status`)."""
+    from mlci.pipeline.runner import staleness
+
+    s, params = context(ctx, overrides)
+    champion = None
+    if not no_track:
+        from mlci.tracking.champion import Champion
+        from mlci.tracking.store import tracking_uri
+
+        champion = Champion(tracking_uri(), params.section("tracking"), s)
+    why = staleness(s, params, champion)
+    if as_json:
+        states = {name: "stale" if w else "up to date" for name, w in why.items()}
+        click.echo(json.dumps({**states, "why": {name: w for name, w in why.items() if w}}))
+    else:
+        for name, w in why.items():
+            click.echo(f"{name}: stale ({w})" if w else f"{name}: up to date")
+
+
+@main.command(epilog=epilog())
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV to write: the input rows in order plus probability and prediction.")
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Model directory (default: $MODEL_DIR).")
+@click.pass_context
+@handle_errors
+def predict(ctx: click.Context, input_path: Path, output: Path, model_dir: Path | None) -> None:
+    """Score raw records (either file shape; a label column is ignored)."""
+    from mlci.stages.predict import predict as score
+
+    s = S.from_env(ctx.obj.get("params_file"))
+    summary = score(input_path, output, model_dir or s.model_dir, echo=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(summary))

@@ -1,0 +1,146 @@
+"""``mlci promote``, ``rollback``, ``runs`` and ``diff``: the registry and the run history."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from mlci import errors
+from mlci.cli.app import epilog, handle_errors, main
+from mlci.config import settings as S
+
+
+def _registry(ctx: click.Context):
+    from mlci.config.resolve import resolve
+    from mlci.tracking.registry import Registry
+    from mlci.tracking.store import check_reachable, tracking_uri
+
+    s = S.from_env(ctx.obj.get("params_file"))
+    params = resolve(s.params_file, [], s.state_dir)
+    uri = tracking_uri()
+    check_reachable(uri)
+    return s, Registry(uri, params.section("tracking"))
+
+
+@main.command(epilog=epilog())
+@click.argument("version")
+@click.option("--reason", required=True, help="Why (recorded on the version with who and when).")
+@click.pass_context
+@handle_errors
+def promote(ctx: click.Context, version: str, reason: str) -> None:
+    """Make VERSION the champion (checks that its artifact loads first)."""
+    s, reg = _registry(ctx)
+    version = version.lstrip("vV")
+    try:
+        reg.version(version)
+    except Exception:  # noqa: BLE001
+        raise errors.PrerequisiteError(f"{reg.name} has no version {version}") from None
+    reg.load(version)  # refuse a version whose artifact is missing or corrupt
+    with reg.promotion_lock():
+        previous = reg.champion()
+        reg.set_champion(version, reason)
+    was = f" (was v{previous.version})" if previous else ""
+    click.echo(f"{reg.name} v{version} is now the {reg.alias}{was}")
+
+
+@main.command(epilog=epilog())
+@click.option("--reason", required=True, help="Why (recorded with who and when).")
+@click.pass_context
+@handle_errors
+def rollback(ctx: click.Context, reason: str) -> None:
+    """Move the champion back to the version that held it before."""
+    s, reg = _registry(ctx)
+    with reg.promotion_lock():
+        old, new = reg.rollback(reason)
+    click.echo(f"{reg.name}: {reg.alias} moved back from v{old} to v{new}")
+
+
+@main.command(epilog=epilog())
+@click.option("-n", "--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@handle_errors
+def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Recent tracked runs: id, commit, time, key metrics, gate verdict, promotion."""
+    from mlci.tracking.runs import run_row
+
+    s, reg = _registry(ctx)
+    rows = [run_row(r) for r in reg.runs(limit)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"runs of experiment {reg.experiment!r}", title_justify="left")
+    for col in ("run", "command", "started (UTC)", "commit", "val acc", "val AUC", "test acc", "gate", "model",
+                "promoted", "status"):
+        table.add_column(col)
+    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    for r in rows:
+        commit = r["git_commit"][:7] + ("*" if r["git_dirty"] else "")
+        table.add_row(r["run_id"][:8], r["command"] + (" (cached)" if r["cached"] else ""),
+                      r["start_time"][:19].replace("T", " "), commit, fmt(r["validation_acc"]),
+                      fmt(r["validation_roc_auc"]), fmt(r["test_acc"]), r["gate"] or "",
+                      f"v{r['model_version']}" if r["model_version"] else "", "yes" if r["promoted"] else "",
+                      r["status"])
+    Console(width=160).print(table)
+
+
+@main.command(epilog=epilog())
+@click.argument("a", required=False)
+@click.argument("b", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--md", "as_md", is_flag=True, help="Print a Markdown table (for a pull-request comment).")
+@click.option("--all", "show_all", is_flag=True, help="Show unchanged metrics too.")
+@click.pass_context
+@handle_errors
+def diff(ctx: click.Context, a: str | None, b: str | None, as_json: bool, as_md: bool, show_all: bool) -> None:
+    """Metrics and parameters of two runs side by side (default: the champion vs the latest run).
+
+    A and B may be run ids (or unique prefixes), model versions (3, v3), git revisions,
+    `latest` or `champion`. The change is B - A.
+    """
+    from mlci.tracking.runs import diff as compute, resolve_ref
+
+    s, reg = _registry(ctx)
+    run_a, label_a = resolve_ref(reg, a, "champion", s.workdir)
+    run_b, label_b = resolve_ref(reg, b, "latest", s.workdir)
+    d = compute(run_a, run_b)
+    d.update(a_label=label_a, b_label=label_b)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
+    sign = lambda v: "—" if v is None else f"{v:+.4f}"  # noqa: E731
+    rows = [(k, v) for k, v in d["metrics"].items() if show_all or v["change"] != 0]
+    if as_md:
+        click.echo(f"### Model metrics: {label_a} → {label_b}\n")
+        click.echo(f"| metric | {label_a} | {label_b} | change |\n|---|---:|---:|---:|")
+        for k, v in rows:
+            click.echo(f"| {k} | {fmt(v['a'])} | {fmt(v['b'])} | {sign(v['change'])} |")
+        if d["params"]:
+            click.echo(f"\n| parameter | {label_a} | {label_b} |\n|---|---|---|")
+            for k, v in d["params"].items():
+                click.echo(f"| {k} | {v['a'] if v['a'] is not None else '—'} | {v['b'] if v['b'] is not None else '—'} |")
+        if not rows and not d["params"]:
+            click.echo("No metric or parameter changed.")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    t = Table(title=f"{label_a} → {label_b}", title_justify="left")
+    for col in ("metric", label_a, label_b, "change"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for k, v in rows:
+        t.add_row(k, fmt(v["a"]), fmt(v["b"]), sign(v["change"]))
+    console.print(t)
+    if d["params"]:
+        p = Table(title="parameters that differ", title_justify="left")
+        for col in ("parameter", label_a, label_b):
+            p.add_column(col)
+        for k, v in d["params"].items():
+            p.add_row(k, str(v["a"]), str(v["b"]))
+        console.print(p)

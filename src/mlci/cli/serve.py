@@ -1,0 +1,102 @@
+"""``mlci serve`` (the model over HTTP), ``mlci webhook`` (pushes run the pipeline) and ``mlci idle``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from mlci import errors
+from mlci.cli.app import epilog, handle_errors, main
+from mlci.config import settings as S
+
+
+@main.command(epilog=epilog())
+@click.option("--repo-url", required=True, help="Where to fetch pushed commits from (never taken from a payload).")
+@click.option("--branch", "branches", multiple=True, default=("main",), show_default=True,
+              help="A branch whose pushes run the pipeline (repeat for more).")
+@click.option("--repository", default=None, help="Only events about this owner/name repository.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path(".mlci-webhook"),
+              show_default=True, help="Checkouts, logs and the MLflow store of the runs.")
+@click.option("--runner", type=click.Choice(["auto", "docker", "host"]), default="auto", show_default=True,
+              help="auto: in the commit's image when a Docker engine answers, else on this machine.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
+@click.option("--build-secret", "build_secrets", multiple=True, metavar="ID=PATH",
+              help="A BuildKit secret for `docker build` (e.g. pip_ca=/etc/ssl/certs/ca-certificates.crt).")
+@handle_errors
+def webhook(repo_url: str, branches: tuple[str, ...], repository: str | None, workdir: Path, runner: str,
+            host: str, port: int, max_body_bytes: int, build_secrets: tuple[str, ...]) -> None:
+    """Run the pipeline on every signed GitHub push event POSTed to /github-webhook/ (secret: MLCI_WEBHOOK_SECRET)."""
+    secret = os.environ.get("MLCI_WEBHOOK_SECRET", "")
+    if not secret:
+        raise errors.UsageError("MLCI_WEBHOOK_SECRET is not set: the shared secret of the webhook's HMAC signatures")
+    import uvicorn
+
+    from mlci.webhook import Config, app
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = Config(secret=secret.encode(), repo_url=repo_url, workdir=workdir.absolute(), branches=branches,
+                    repository=repository, runner=runner, max_body_bytes=max_body_bytes,
+                    build_secrets=build_secrets)
+    uvicorn.run(app(config), host=host, port=port, log_level="info")
+
+
+@main.command(epilog=epilog())
+@click.option("--host", envvar="MLCI_SERVE_HOST", show_envvar=True, default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback only unless told otherwise, e.g. 0.0.0.0).")
+@click.option("--port", envvar="MLCI_SERVE_PORT", show_envvar=True, type=click.IntRange(0, 65535), default=8000,
+              show_default=True, help="0: any free port.")
+@click.option("--model-dir", envvar="MLCI_SERVE_MODEL_DIR", show_envvar=True,
+              type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Serve this model directory (model.pkl + model.json) instead of the registry's champion.")
+@click.option("--poll", envvar="MLCI_SERVE_POLL", show_envvar=True, type=click.FloatRange(min=0), default=30.0,
+              show_default=True,
+              help="Seconds between looks at the model source for a new model (0: never; see POST /admin/reload).")
+@click.option("--unknown-categories", envvar="MLCI_SERVE_UNKNOWN_CATEGORIES", show_envvar=True,
+              type=click.Choice(["reject", "accept"]), default="reject", show_default=True,
+              help="An unknown category: a 422 naming the field, or accepted and scored as missing.")
+@click.option("--max-batch", envvar="MLCI_SERVE_MAX_BATCH", show_envvar=True, type=click.IntRange(min=1),
+              default=10_000, show_default=True, help="Most records per request (413 beyond).")
+@click.option("--max-body-bytes", envvar="MLCI_SERVE_MAX_BODY_BYTES", show_envvar=True,
+              type=click.IntRange(min=1024), default=8 * 1024 * 1024, show_default=True,
+              help="Largest request body (413 beyond).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow browser requests from ORIGIN (repeatable). Default: no CORS headers at all.")
+@click.option("--access-log", is_flag=True, help="Log every request (off by default: it costs throughput).")
+@click.pass_context
+@handle_errors
+def serve(ctx: click.Context, host: str, port: int, model_dir: Path | None, poll: float, unknown_categories: str,
+          max_batch: int, max_body_bytes: int, cors_origins: tuple[str, ...], access_log: bool) -> None:
+    """Serve the model over HTTP: POST /predict, GET /health, /ready, /model; POST /admin/reload.
+
+    The model is the registry's champion (tracking.model_name and tracking.alias in params.yaml,
+    MLFLOW_TRACKING_URI), or --model-dir. Its pickle is loaded only after its sha256 matches the
+    one recorded at training time. A new champion is picked up without restarting; one that fails
+    to load leaves the old one serving. POST /admin/reload needs Authorization: Bearer
+    $MLCI_SERVE_TOKEN and is disabled when that variable is unset.
+    """
+    from mlci.config.resolve import resolve
+    from mlci.serving.app import Options, open_source, serve as run_server
+
+    s = S.from_env(ctx.obj.get("params_file"))
+    params = resolve(s.params_file, [], s.state_dir)
+    source = open_source(model_dir, params.section("tracking"), s.results_dir)
+    opts = Options(host=host, port=port, poll=poll, unknown_categories=unknown_categories, max_batch=max_batch,
+                   max_body_bytes=max_body_bytes, cors_origins=cors_origins, access_log=access_log)
+    run_server(source, opts, echo=lambda m: click.echo(m, err=True))
+
+
+@main.command()
+def idle() -> None:
+    """Do nothing until stopped: keeps a container up for the tutorial's `docker container exec` steps."""
+    import signal
+    import time
+
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
+    while not stop:
+        time.sleep(0.2)

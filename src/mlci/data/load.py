@@ -1,0 +1,356 @@
+"""Read a raw CSV in either shape users have, validate it against the dataset definition.
+
+Shapes: the UCI files (no header, ``", "`` separators, ``?`` for missing, labels
+with an optional trailing ``.``, an optional ``|``-comment first line, blank
+trailing lines) and the Kaggle CSV the tutorial used (dotted header names,
+quoted strings). Column names are normalised once, here.
+
+Two kinds of problems:
+
+* **structural** (missing/empty file, header only, missing or extra columns,
+  a row with the wrong number of fields, undecodable bytes, a repeated header
+  line): :class:`~mlci.errors.DataError` naming file, line and column.
+* **row-level** (unknown category, out-of-range or non-numeric number, unknown
+  label): the row is set aside with its reason in :attr:`Loaded.rejects`;
+  the caller decides whether their share is acceptable.
+
+The fast path parses with pyarrow and validates column-wise; only when
+pyarrow rejects the file does a slow line-by-line scan run, to name the exact
+line for the error message.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from mlci.errors import DataError
+from mlci.fileio import bytes_hash
+from mlci.data.dataset import Column, DatasetDef, normalise_name
+
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_INTEGER = r"^[+-]?\d+(\.0*)?$"
+
+
+@dataclass
+class Loaded:
+    frame: pd.DataFrame  # valid rows: features (+ target), typed
+    rejects: pd.DataFrame  # line, column, reason, then the raw fields
+    rows_read: int
+    has_header: bool
+    sha256: str
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    row_lines: np.ndarray | None = None  # the file line of every row read
+    raw: pa.Table | None = None  # every row read, as trimmed strings (for scoring output)
+    valid: np.ndarray | None = None  # which rows of ``raw`` are in ``frame``
+
+    @property
+    def rows_rejected(self) -> int:
+        return len(self.rejects)
+
+
+def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True) -> Loaded:
+    """Load and validate ``path``. With ``require_target=False`` (scoring) the label is optional and ignored."""
+    path = Path(path)
+    data = _read_bytes(path)
+    sha = bytes_hash(data)
+    data = _decode(path, data, ds.encoding)
+
+    start, line0 = _data_start(data)
+    body = data[start:]
+    first_end = body.find(b"\n")
+    first = (body if first_end < 0 else body[:first_end]).decode("utf-8").rstrip("\r")
+    if not first.strip():
+        raise DataError(f"{path}: file is empty (no header and no data rows)")
+    fields = _split_line(first, ds.delimiter)
+    names, has_header = _columns(path, line0, fields, ds, require_target)
+
+    if has_header:
+        body = b"" if first_end < 0 else body[first_end + 1 :]
+        line0 += 1
+    if not body.strip():
+        raise DataError(f"{path}: header only, no data rows")
+
+    table = _parse(path, body, line0, names, ds.delimiter)
+    table = pa.table([pc.utf8_trim_whitespace(c) for c in table.columns], names=names)
+    lines = _row_lines(body, line0)
+    if has_header:
+        _check_repeated_header(path, table, fields, lines)
+    # Scoring output keeps the input's own header spelling.
+    raw = table.rename_columns(fields) if has_header else table
+    if not require_target and ds.target in names:
+        table = table.drop_columns([ds.target])
+        names = [n for n in names if n != ds.target]
+
+    frame, rejects, reasons, valid = _validate(table, names, ds, lines)
+    return Loaded(
+        frame=frame,
+        rejects=rejects,
+        rows_read=table.num_rows,
+        has_header=has_header,
+        sha256=sha,
+        reject_reasons=reasons,
+        row_lines=lines,
+        raw=raw,
+        valid=valid,
+    )
+
+
+# -- structure ------------------------------------------------------------------------------
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror}") from None
+    if not data.strip():
+        raise DataError(f"{path}: file is empty")
+    return data
+
+
+def _decode(path: Path, data: bytes, encoding: str) -> bytes:
+    """Return UTF-8 bytes without a BOM; name the line of the first undecodable byte."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    if data.isascii():
+        return data
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        line_start = data.rfind(b"\n", 0, e.start) + 1
+        field_no = data.count(b",", line_start, e.start) + 1
+        raise DataError(
+            f"{path}, line {line}, field {field_no}: byte 0x{data[e.start]:02x} is not valid {encoding} "
+            f"(set dataset.encoding, e.g. latin-1, if the file uses another encoding)"
+        ) from None
+    except LookupError:
+        raise DataError(f"{path}: unknown encoding {encoding!r} in dataset.encoding") from None
+    return data if encoding.replace("-", "").lower() == "utf8" else text.encode("utf-8")
+
+
+def _data_start(data: bytes) -> tuple[int, int]:
+    """Skip leading blank lines and UCI's ``|``-comment lines; return (byte offset, lines skipped)."""
+    pos = line = 0
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end
+        text = data[pos:end].strip()
+        if text and not text.startswith(b"|"):
+            break
+        pos, line = end + 1, line + 1
+    return pos, line
+
+
+def _split_line(line: str, delimiter: str) -> list[str]:
+    return [f.strip() for f in next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))]
+
+
+def _columns(
+    path: Path, line0: int, fields: list[str], ds: DatasetDef, require_target: bool
+) -> tuple[list[str], bool]:
+    declared = ds.column_names
+    normalised = [normalise_name(f) for f in fields]
+    known = sum(n in declared for n in normalised)
+    if known >= max(1, len(fields) // 2):  # a header line
+        where = f"{path}, line {line0 + 1} (header)"
+        dupes = sorted({n for n in normalised if normalised.count(n) > 1})
+        if dupes:
+            raise DataError(f"{where}: duplicate column {', '.join(map(repr, dupes))}")
+        required = [n for n in declared if require_target or n != ds.target]
+        missing = [n for n in required if n not in normalised]
+        if missing:
+            raise DataError(f"{where}: missing column {', '.join(map(repr, missing))}")
+        extra = [f for f, n in zip(fields, normalised) if n not in declared]
+        if extra:
+            raise DataError(f"{where}: unexpected column {', '.join(map(repr, extra))}")
+        return normalised, True
+    if len(fields) == len(declared):
+        return declared, False
+    without_target = [n for n in declared if n != ds.target]
+    if not require_target and len(fields) == len(without_target):
+        return without_target, False
+    raise DataError(
+        f"{path}, line {line0 + 1}: expected {len(declared)} fields "
+        f"({', '.join(declared)}) or a header line, found {len(fields)}"
+    )
+
+
+def _parse(path: Path, body: bytes, line0: int, names: list[str], delimiter: str) -> pa.Table:
+    try:
+        return pacsv.read_csv(
+            io.BytesIO(body),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as e:
+        raise DataError(_diagnose(path, body, line0, names, delimiter) or f"{path}: cannot parse: {e}") from None
+
+
+def _diagnose(path: Path, body: bytes, line0: int, names: list[str], delimiter: str) -> str | None:
+    """The slow path: find the first line whose field count is wrong, for the error message."""
+    text = body.decode("utf-8", errors="replace")
+    for offset, line in enumerate(text.split("\n"), start=1):
+        if not line.strip("\r"):
+            continue
+        row = next(csv.reader([line.rstrip("\r")], delimiter=delimiter))
+        if len(row) != len(names):
+            where = f"{path}, line {line0 + offset}"
+            if len(row) < len(names):
+                return f"{where}, column {names[len(row)]!r}: expected {len(names)} fields, found {len(row)}"
+            return f"{where}: expected {len(names)} fields, found {len(row)} (extra field {row[len(names)]!r})"
+    return None
+
+
+def _row_lines(body: bytes, line0: int) -> np.ndarray:
+    """File line number (1-based) of every non-empty line of ``body``, i.e. of every row."""
+    arr = np.frombuffer(body, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    if len(body) and body[-1:] != b"\n":
+        ends = np.append(ends, len(body))
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    length = ends - starts
+    # A line holding only "\r" (CRLF file) is as empty as a line holding nothing.
+    cr_only = (length == 1) & (arr[np.minimum(starts, len(arr) - 1)] == 13)
+    empty = (length == 0) | cr_only
+    return np.flatnonzero(~empty) + 1 + line0
+
+
+def _check_repeated_header(path: Path, table: pa.Table, header: list[str], lines: np.ndarray) -> None:
+    same = None
+    for col, name in zip(table.columns[:3], header[:3]):
+        eq = pc.equal(col, name)
+        same = eq if same is None else pc.and_(same, eq)
+    hits = np.flatnonzero(same.to_numpy(zero_copy_only=False))
+    if len(hits):
+        raise DataError(f"{path}, line {lines[hits[0]]}: the header line is repeated (were files concatenated?)")
+
+
+# -- row-level validation -------------------------------------------------------------------
+
+
+def _validate(
+    table: pa.Table, names: list[str], ds: DatasetDef, lines: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int], np.ndarray]:
+    n = table.num_rows
+    missing_set = pa.array(ds.missing_values, pa.string())
+    reason = np.full(n, -1, dtype=np.int32)  # index into `reasons`, first problem wins
+    bad_value_col = np.full(n, -1, dtype=np.int32)
+    reasons: list[str] = []
+    columns: dict[str, pd.Series | pd.Categorical] = {}
+    keep = [c.name for c in ds.features] + ([ds.target] if ds.target in names else [])
+    by_name = {c.name: c for c in ds.columns}
+
+    def flag(mask: np.ndarray, text: str, col_idx: int) -> None:
+        fresh = mask & (reason < 0)
+        if fresh.any():
+            reasons.append(text)
+            reason[fresh] = len(reasons) - 1
+            bad_value_col[fresh] = col_idx
+
+    for idx, name in enumerate(names):
+        col: Column = by_name[name]
+        arr = table.column(name)
+        missing = pc.is_in(arr, value_set=missing_set)
+        if col.type == "label":
+            canonical = _labels(arr, ds)
+            flag(_np(missing), f"missing label in {name!r}", idx)
+            flag(_np(pc.and_(pc.invert(missing), pc.is_null(canonical))), f"unknown label in {name!r}", idx)
+            if name in keep:
+                codes = pc.index_in(canonical, value_set=pa.array([ds.negative_label, ds.positive_label]))
+                columns[name] = pd.Categorical.from_codes(
+                    _np(pc.fill_null(codes, -1)), categories=[ds.negative_label, ds.positive_label]
+                )
+        elif col.type == "categorical":
+            cats = col.categories
+            if cats is None:
+                present = pc.filter(arr, pc.invert(missing))
+                cats = sorted(pc.unique(present).to_pylist())
+            else:
+                flag(_np(pc.and_(pc.invert(missing), pc.invert(pc.is_in(arr, value_set=pa.array(cats))))),
+                     f"unknown category in {name!r}", idx)
+            if name in keep:
+                codes = pc.index_in(arr, value_set=pa.array(cats, pa.string()))
+                columns[name] = pd.Categorical.from_codes(_np(pc.fill_null(codes, -1)), categories=cats)
+        else:
+            pattern = _INTEGER if col.type == "integer" else _NUMBER
+            ok = pc.match_substring_regex(arr, pattern)
+            kind = "an integer" if col.type == "integer" else "a number"
+            flag(_np(pc.and_(pc.invert(missing), pc.invert(ok))), f"{name!r} is not {kind}", idx)
+            values = pc.cast(pc.if_else(ok, arr, pa.scalar("nan")), pa.float64()).to_numpy()
+            values = np.where(_np(missing), np.nan, values)
+            if col.min is not None:
+                flag(values < col.min, f"{name!r} below minimum {col.min:g}", idx)
+            if col.max is not None:
+                flag(values > col.max, f"{name!r} above maximum {col.max:g}", idx)
+            if name in keep:
+                columns[name] = values
+
+    valid = reason < 0
+    frame = pd.DataFrame({k: columns[k] for k in keep if k in columns})
+    frame = frame[keep if ds.target in names else [k for k in keep if k != ds.target]]
+    if not valid.all():
+        frame = frame.loc[valid].reset_index(drop=True)
+    bad = np.flatnonzero(~valid)
+    rejects = _rejects_frame(table, names, bad, reason, bad_value_col, reasons, lines)
+    counts = {}
+    if len(bad):
+        uniq, cnt = np.unique(reason[bad], return_counts=True)
+        counts = {reasons[u]: int(c) for u, c in zip(uniq, cnt)}
+    return frame, rejects, counts, valid
+
+
+def _labels(arr: pa.ChunkedArray, ds: DatasetDef) -> pa.ChunkedArray:
+    """Map every accepted spelling to its canonical label; anything else becomes null."""
+    mapping = ds.labels
+    keys = pa.array(list(mapping), pa.string())
+    values = pa.array(list(mapping.values()), pa.string())
+    return pc.take(values, pc.index_in(arr, value_set=keys))
+
+
+def _rejects_frame(table, names, bad, reason, bad_value_col, reasons, lines) -> pd.DataFrame:
+    raw = table.take(pa.array(bad, pa.int64())).to_pandas() if len(bad) else pd.DataFrame(columns=names)
+    head = pd.DataFrame(
+        {
+            "line": lines[bad] if len(bad) else np.array([], dtype=np.int64),
+            "column": [names[i] for i in bad_value_col[bad]],
+            "reason": [reasons[i] for i in reason[bad]],
+        }
+    )
+    return pd.concat([head, raw.reset_index(drop=True).astype(object)], axis=1)
+
+
+def _np(arr) -> np.ndarray:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def describe_rejects(rejects: pd.DataFrame, limit: int = 3) -> str:
+    """A one-line summary such as ``line 7: unknown category in 'sex' ('Robot')``."""
+    parts = []
+    for row in rejects.head(limit).itertuples(index=False):
+        value = getattr(row, row.column, None) if re.match(r"^\w+$", row.column) else None
+        parts.append(f"line {row.line}: {row.reason}" + (f" ({value!r})" if value is not None else ""))
+    more = len(rejects) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

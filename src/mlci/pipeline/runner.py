@@ -1,0 +1,165 @@
+"""Run stages in order, skipping those whose inputs, parameters and code are unchanged (``dvc repro``).
+
+The runner knows stages only through the table (``mlci.pipeline.table``): it builds each one's
+context, calls it, records it in the lock, and tells its observers (the CLI's display, tracking)
+what happened. It never talks to MLflow; the champion it hands the comparing stages is whatever
+object the caller gives it (``mlci.tracking.champion``), or None when tracking is off.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+from mlci.config import settings as S
+from mlci.config.resolve import Resolved
+from mlci.errors import GateFailed, MlciError, UsageError
+from mlci.fileio import remove_stale_temps
+from mlci.pipeline import lock as L
+from mlci.pipeline.table import STAGE_NAMES, STAGES, Stage, stage
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # "ran", "cached", "failed", "not run"
+    seconds: float = 0.0
+    error: str | None = None
+    output: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class RunResult:
+    stages: list[StageResult] = field(default_factory=list)
+    exit_code: int = 0
+    error: str | None = None
+    #: What an observer made of the run (tracking puts its summary here).
+    tracking: dict | None = None
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        return {r.name: r.status for r in self.stages}
+
+    @property
+    def gate_passed(self) -> bool | None:
+        st = next((r for r in self.stages if r.name == "gate"), None)
+        if st is None or st.status in ("not run",):
+            return None
+        return st.status != "failed"
+
+
+class Observer(Protocol):
+    def event(self, kind: str, name: str, info: dict) -> None: ...  # "start", "done", "cached", "failed"
+    def finished(self, result: RunResult) -> None: ...
+
+
+def champion_key(champion) -> str | None:
+    """What the lock records of the champion a comparing stage saw."""
+    return L.UNTRACKED if champion is None else champion.version
+
+
+def staleness(s: S.Settings, params: Resolved, champion=None) -> dict[str, str | None]:
+    """For each stage, None if ``mlci run`` would skip it, else why it would run (``mlci status``)."""
+    recorded, out, upstream = L.read_lock(s.lock_path), {}, None
+    for st in STAGES:
+        why = L.why_stale(st, s, params, recorded.get(st.name), champion_key(champion))
+        out[st.name] = why or (f"after {upstream}" if upstream else None)
+        upstream = upstream or (st.name if why else None)
+    return out
+
+
+def _context(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter):
+    from mlci.stages.context import StageContext, StageParams
+
+    return StageContext(s, StageParams(params.model, st.params), echo, champion if st.uses_champion else None,
+                        painter)
+
+
+def _call(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter) -> Any:
+    """Run one stage now and record it in the lock (a failed gate is a complete, valid result too)."""
+    for d in {p.parent for p in st.outs(s)}:
+        remove_stale_temps(d)
+    L.forget(st, s)
+    try:
+        out = st.load()(_context(st, s, params, echo, champion, painter))
+    except GateFailed:
+        L.record(st, s, params, champion_key(champion))
+        raise
+    L.record(st, s, params, champion_key(champion))
+    return out
+
+
+def run(
+    s: S.Settings,
+    params: Resolved,
+    *,
+    force: bool = False,
+    until: str = "report",
+    only: str | None = None,
+    observers: Iterable[Observer] = (),
+    echo: Callable[[str], None] = print,
+    champion=None,
+) -> RunResult:
+    """Run the stages up to ``until`` (or exactly ``only``, up to date or not), skipping up-to-date ones
+    unless ``force``. The first failure stops the run, except for stages that run after a failed gate."""
+    for name in (until, only):
+        if name is not None and name not in STAGE_NAMES:
+            raise UsageError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+    observers = list(observers)
+
+    def tell(kind: str, name: str, **info) -> None:
+        for o in observers:
+            o.event(kind, name, info)
+
+    result = RunResult()
+    todo = [stage(only)] if only else list(STAGES[: STAGE_NAMES.index(until) + 1])
+    stale, painter = force or only is not None, None
+    recorded = L.read_lock(s.lock_path)
+    try:
+        for st in todo:
+            if result.exit_code and not (result.exit_code == GateFailed.exit_code and st.after_failed_gate):
+                continue
+            started = time.perf_counter()
+            if not stale and L.why_stale(st, s, params, recorded.get(st.name), champion_key(champion)) is None:
+                res = StageResult(st.name, "cached")
+                result.stages.append(res)
+                tell("cached", st.name)
+                replay = st.load_replay()
+                if replay is not None:
+                    try:
+                        replay(_context(st, s, params, echo, champion, None))
+                    except MlciError as e:
+                        res.status, res.error = "failed", e.message
+                        result.exit_code, result.error = e.exit_code, e.message
+                        tell("failed", st.name, error=e.message)
+                continue
+            if painter is None and any(t.needs_painter for t in todo):
+                # Work to do, and a report to come: start its figure process now, before any heavy
+                # import, so that matplotlib loads while the other stages run.
+                from mlci.reporting.painter import Painter
+
+                painter = Painter()
+            stale = True  # everything downstream of a rerun stage reruns too
+            tell("start", st.name)
+            try:
+                out = _call(st, s, params, echo, champion, painter)
+            except MlciError as e:
+                res = StageResult(st.name, "failed", time.perf_counter() - started, e.message)
+                result.stages.append(res)
+                if not result.exit_code:  # a report failing after a failed gate keeps the gate's verdict
+                    result.exit_code, result.error = e.exit_code, e.message
+                tell("failed", st.name, error=e.message, seconds=res.seconds)
+                continue
+            res = StageResult(st.name, "ran", time.perf_counter() - started, output=out)
+            result.stages.append(res)
+            tell("done", st.name, seconds=res.seconds)
+    finally:
+        if painter is not None:
+            painter.close()
+    done = {r.name for r in result.stages}
+    result.stages += [StageResult(st.name, "not run") for st in todo if st.name not in done]
+    result.stages.sort(key=lambda r: STAGE_NAMES.index(r.name))
+    for o in observers:
+        o.finished(result)
+    return result

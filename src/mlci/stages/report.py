@@ -1,0 +1,66 @@
+"""report: report.md, report.html (self-contained), report.json and plots/ in RESULTS_DIR."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlci.config import settings as S
+from mlci.data.dataset import DatasetDef
+from mlci.fileio import atomic_path, read_json, write_bytes, write_json
+from mlci.modeling.artifact import load_model
+from mlci.modeling.estimator import predict_proba
+from mlci.reporting.content import ReportInputs, build
+from mlci.stages.context import StageContext
+from mlci.stages.io import read_scores, read_split
+
+
+def report(ctx: StageContext) -> dict:
+    from mlci.reporting.painter import Painter
+    from mlci.reporting.render import html, markdown
+
+    s, params = ctx.settings, ctx.params
+    painter = ctx.painter or Painter()  # first: its process imports matplotlib while this one reads
+    inputs = _inputs(s)
+    content, pngs = build(inputs, params.report, params.groups(inputs.dataset), params.fairness.min_group_size,
+                          ctx.champion, painter)
+    plots_dir = s.result(S.PLOTS_DIR)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in pngs.items():
+        write_bytes(plots_dir / name, data)
+    write_json(s.result(S.REPORT_JSON), content)
+    with atomic_path(s.result(S.REPORT_MD)) as tmp:
+        tmp.write_text(markdown(content), encoding="utf-8")
+    with atomic_path(s.result(S.REPORT_HTML)) as tmp:
+        tmp.write_text(html(content, pngs), encoding="utf-8")
+    return {"report": str(s.result(S.REPORT_HTML)), "markdown": str(s.result(S.REPORT_MD)),
+            "figures_split": content["figures_split"]}
+
+
+def _inputs(s: S.Settings) -> ReportInputs:
+    model, card = load_model(s.model_dir)
+    ds = DatasetDef.model_validate(card["dataset"])
+    gate, test_meta = _read(s.result(S.GATE_FILE)), _read(s.result(S.TEST_METADATA))
+    test_scored = bool(gate and gate.get("passed") and test_meta and test_meta.get("model_sha256") == card["sha256"])
+    frames = {"validation": read_split(s, "validation")}
+    if test_scored:
+        frames["test"] = read_split(s, "test")
+    labels = {k: np.asarray(f[ds.target] == ds.positive_label) for k, f in frames.items()}
+    probas = {}
+    for k, f in frames.items():
+        p = read_scores(s.scores_path(k), card["sha256"])  # the very scores the metrics came from
+        probas[k] = p if p is not None and len(p) == len(f) else predict_proba(model, f[card["features"]],
+                                                                              ds.positive_label)
+    return ReportInputs(model, card, ds, frames, labels, probas, gate, test_scored, _data_summary(s))
+
+
+def _data_summary(s: S.Settings) -> dict | None:
+    pre = _read(s.result(S.PREPROCESS_METADATA))
+    if pre is None:
+        return None
+    keys = ("source", "data_sha256", "rows_read", "rows_valid", "rows_rejected", "reject_share", "reject_reasons",
+            "rows", "positive_share", "missing_values")
+    return {k: pre.get(k) for k in keys}
+
+
+def _read(path):
+    return read_json(path) if path.exists() else None

@@ -1,0 +1,90 @@
+"""The champion: the one object that knows which model the gate and the report compare with.
+
+Its version comes from a cheap look at the registry (``peek``); its model is fetched (and its
+sha256 checked) only when a comparison is actually made, in this process, which by then has
+scikit-learn loaded anyway. The pipeline sees it through ``mlci.stages.context.Champion``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from mlci.config import settings as S
+from mlci.errors import PrerequisiteError
+from mlci.fileio import read_json
+from mlci.tracking import peek
+
+
+class Champion:
+    def __init__(self, uri: str, tracking: dict, s: S.Settings):
+        self.uri, self.tracking, self.s = uri, tracking, s
+        self._models: dict[str, tuple] = {}
+        self._validation: dict[str, tuple[dict, np.ndarray]] = {}
+
+    @functools.cached_property
+    def registry(self):
+        from mlci.tracking.registry import Registry
+
+        return Registry(self.uri, self.tracking)
+
+    @functools.cached_property
+    def version(self) -> str | None:
+        """The champion's version when first asked (what the gate compares with), None when there is none."""
+        v = peek.champion_version(self.uri, self.tracking["model_name"], self.tracking["alias"])
+        if v is peek.UNKNOWN:
+            mv = self.registry.champion()
+            v = str(mv.version) if mv else None
+        return v
+
+    def model(self, version: str | None = None) -> tuple[object, dict]:
+        """A version's model (the champion's by default) and ``{"sha256": ...}``, verified before unpickling."""
+        version = version or self.version
+        if version not in self._models:
+            from mlci.tracking.store import T
+
+            model = self.registry.load(version)
+            self._models[version] = (model, {"sha256": self.registry.version(version).tags.get(T + "model_sha256")})
+        return self._models[version]
+
+    def metrics(self, version: str | None = None) -> dict:
+        """A version's metrics on this workspace's validation rows (what the gate compares with)."""
+        version = version or self.version
+        if version not in self._validation:
+            self._validation[version] = validation_metrics(self.s, self.model(version)[0])
+        return self._validation[version][0]
+
+    def proba(self, split: str, frame) -> np.ndarray:
+        """The champion's probabilities on a split's rows (the validation ones the gate computed are reused)."""
+        from mlci.modeling.estimator import predict_proba
+
+        got = self._validation.get(self.version)
+        if split == "validation" and got is not None and len(got[1]) == len(frame):
+            return got[1]
+        model = self.model()[0]
+        positive_label, features, _ = _inputs(self.s, model)
+        return predict_proba(model, frame[features], positive_label)
+
+
+def _inputs(s: S.Settings, model) -> tuple[str, list[str], str]:
+    """(positive label, the model's input columns, target) for scoring any model on our rows."""
+    card = read_json(s.model_card_path)  # the candidate's card: target and label names
+    features = list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else card["features"]
+    return card["positive_label"], features, card["dataset"]["target"]
+
+
+def validation_metrics(s: S.Settings, model) -> tuple[dict, np.ndarray]:
+    """Metrics of any model on this workspace's validation rows, at its own decision threshold, named like
+    train_metadata.json's, and the probabilities they came from."""
+    from mlci.evaluation.metrics import binary_metrics
+    from mlci.modeling.estimator import decision_threshold, predict_proba
+    from mlci.stages.io import read_split
+
+    positive_label, features, target = _inputs(s, model)
+    va = read_split(s, "validation")
+    missing = [c for c in features if c not in va.columns]
+    if missing:
+        raise PrerequisiteError(f"the champion needs columns this data lacks: {', '.join(missing)}")
+    y, proba = np.asarray(va[target] == positive_label), predict_proba(model, va[features], positive_label)
+    return {f"validation_{k}": v for k, v in binary_metrics(y, proba, decision_threshold(model)).items()}, proba

@@ -1,0 +1,132 @@
+"""What a tracked command records: an MLflow run built from the pipeline's result files.
+
+Stages never talk to MLflow. After they ran, :func:`record_run` reads what they wrote (metadata,
+the gate's verdict, the model card, the report) and logs it; a new model becomes a registered
+version; one that passed the gate is promoted (compare-and-set, see ``Registry.promote_if_better``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from mlci.config import settings as S
+from mlci.config.resolve import Resolved
+from mlci.evaluation.gate import failed_rules
+from mlci.fileio import file_hash, read_json, read_json_or_none
+from mlci.tracking.champion import Champion
+from mlci.tracking.registry import Registry, flatten_params
+from mlci.tracking.store import TrackingError, git_info
+
+
+def start(registry: Registry, command: str, s: S.Settings) -> str:
+    """A new RUNNING run of ``command`` (a run whose process dies is marked FAILED by the next one)."""
+    try:
+        return registry.start_run(command, git_info(s.workdir))
+    except TrackingError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the server said no: one clear line
+        raise TrackingError(f"tracking at {registry.uri} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}; "
+                            "pass --no-track to run without tracking") from None
+
+
+def record_run(
+    registry: Registry,
+    command: str,
+    s: S.Settings,
+    params: Resolved,
+    statuses: dict[str, str],
+    champion: Champion | None,
+    error: str | None = None,
+) -> dict:
+    """Record a finished command as an MLflow run, from its result files: parameters, metrics, tags,
+    the files; register a new model; promote it if the gate passed."""
+    run_id = start(registry, command, s)
+    results = {name: s.result(name) for name in
+               (S.PREPROCESS_METADATA, S.TRAIN_METADATA, S.GATE_FILE, S.TEST_METADATA)}
+    # Outputs of a stage that failed are the previous run's, except a gate that said no.
+    fresh = {name for name, st in statuses.items() if st in ("ran", "cached")}
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {
+        "stages": json.dumps(statuses),
+        "cached": str(all(st == "cached" for st in statuses.values()) and bool(statuses)).lower(),
+    }
+    pre = read_json_or_none(results[S.PREPROCESS_METADATA]) if "preprocess" in fresh else None
+    if pre:
+        metrics.update({k: pre[k] for k in ("rows_read", "rows_valid", "rows_rejected", "reject_share")})
+        tags["data_sha256"] = pre["data_sha256"]
+    gate = read_json_or_none(results[S.GATE_FILE]) if "gate" in statuses else None
+    if gate and not ("gate" in fresh or _gate_is_current(gate, s)):
+        gate = None
+    if gate:
+        tags["gate"] = "passed" if gate["passed"] else "failed"
+        metrics["gate_passed"] = float(gate["passed"])
+    # The gate and test stages are about the current model: record its metrics with them too.
+    train = read_json_or_none(results[S.TRAIN_METADATA]) if fresh & {"train", "gate", "test"} or gate else None
+    if train:
+        metrics.update({k: v for k, v in train.items() if isinstance(v, (int, float)) and k != "fit_seconds"})
+    test = read_json_or_none(results[S.TEST_METADATA]) if statuses.get("test") in ("ran", "cached") else None
+    if test:
+        metrics.update({k: v for k, v in test.items() if isinstance(v, (int, float))})
+    if error:
+        tags["error"] = error[:5000]
+    registry.log(run_id, flatten_params(params.sections), metrics, tags)
+    current = [results[name] for name, content in ((S.PREPROCESS_METADATA, pre), (S.TRAIN_METADATA, train),
+                                                   (S.GATE_FILE, gate), (S.TEST_METADATA, test)) if content]
+    if gate:
+        current.append(s.result(S.JUNIT_FILE))
+    files = {f"mlci/{p.name}": p for p in current + [s.lock_path, s.params_file]}
+    if statuses.get("report") in ("ran", "cached"):
+        files.update({f"report/{n}": s.result(n) for n in (S.REPORT_MD, S.REPORT_HTML, S.REPORT_JSON)})
+        files.update({f"report/{S.PLOTS_DIR}/{n}.png": s.result(S.PLOTS_DIR) / f"{n}.png" for n in S.REPORT_PLOTS})
+    registry.log_files(run_id, files)
+
+    summary: dict = {"run_id": run_id, "tracking_uri": registry.uri}
+    if train and s.model_card_path.exists():
+        summary.update(_register_and_promote(registry, run_id, s, statuses, gate, champion))
+    registry.end_run(run_id, "FAILED" if error and not (gate and not gate["passed"]) else "FINISHED")
+    return summary
+
+
+def ensure_registered(registry: Registry, run_id: str, s: S.Settings) -> str:
+    """The registered version of the workspace's model, registering it (from this run) if new."""
+    card = read_json(s.model_card_path)
+    version = registry.find_version(card["sha256"])
+    if version is None:
+        if file_hash(s.model_path) != card["sha256"]:
+            raise TrackingError(f"{s.model_path}: does not match {s.model_card_path}; not registered")
+        version = registry.register(run_id, s.model_path, card)
+    return version
+
+
+def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict:
+    version = ensure_registered(registry, run_id, s)
+    registry.log(run_id, {}, {}, {"model_version": version})
+    out = {"model": registry.name, "version": version, "promoted": False}
+    if gate is None:
+        return out
+    mv = registry.version(version)
+    if not gate["passed"]:
+        registry.tag_version(version, {"gate": "failed", "failed_rules": json.dumps(failed_rules(gate))})
+        out["note"] = "gate failed: champion unchanged"
+        return out
+    registry.tag_version(version, {"gate": "passed"})
+    if mv.tags.get("mlci.promoted_at"):
+        out["note"] = "already promoted once; `mlci promote` promotes it again"
+        return out
+    train = read_json_or_none(s.result(S.TRAIN_METADATA))
+    value = train.get(registry.compare_metric)
+    if value is None:
+        raise TrackingError(f"tracking.compare_metric {registry.compare_metric!r} is not in train_metadata.json")
+    gate_champion = (gate.get("champion") or {}).get("version")
+    decision = registry.promote_if_better(
+        version, gate_champion, value,
+        lambda v: champion.metrics(v)[registry.compare_metric] if champion else float("-inf"),
+    )
+    registry.log(run_id, {}, {}, {"promoted": str(decision["promoted"]).lower()})
+    out.update(decision)
+    return out
+
+
+def _gate_is_current(gate: dict, s: S.Settings) -> bool:
+    path = s.result(S.TRAIN_METADATA)
+    return path.exists() and gate.get("train_metadata_sha256") == file_hash(path)

@@ -1,0 +1,355 @@
+"""The model registry and run store, through MLflow's client: one experiment, one registered model.
+
+* Each new model becomes a version of a registered model. A version that passes the gate gets
+  the ``champion`` alias (the tutorial's "deploy"); one that fails is tagged with the failed
+  rules and the alias stays put.
+* Promotion is a compare-and-set: the champion is re-read right before the alias moves, under a
+  lock; if it changed since the gate, the candidate is compared again with the new champion on
+  the same validation rows.
+
+MLflow is imported only here (and in ``runs``), and only when tracking is on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from mlci.errors import PrerequisiteError
+from mlci.fileio import bytes_hash
+from mlci.modeling.artifact import unpickle_verified
+from mlci.timestamps import utc_now
+from mlci.tracking.store import T, TrackingError, quiet_mlflow, use_uri, who
+
+
+class Registry:
+    """A thin, typed layer over MlflowClient for one experiment and one registered model."""
+
+    def __init__(self, uri: str, tracking: dict):
+        quiet_mlflow()
+        import mlflow
+        from mlflow import MlflowClient
+
+        quiet_mlflow()  # again: importing mlflow configures its loggers
+        self.mlflow = mlflow
+        self.uri = uri
+        use_uri(uri)  # artifact downloads resolve `models:/` and run URIs with the fluent API's URIs
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self.experiment = tracking["experiment"]
+        self.name = tracking["model_name"]
+        self.alias = tracking["alias"]
+        self.compare_metric = tracking["compare_metric"]
+        self.greater_is_better = tracking["greater_is_better"]
+
+    # -- experiment and runs ------------------------------------------------------------------
+
+    def experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            # Next to the database, not wherever the process happens to run.
+            location = (Path(self.uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+        try:
+            return self.client.create_experiment(self.experiment, artifact_location=location)
+        except Exception:  # created concurrently by another run
+            return self.client.get_experiment_by_name(self.experiment).experiment_id
+
+    def fail_stale_runs(self, experiment_id: str) -> list[str]:
+        """Mark FAILED the RUNNING runs of this host whose process is gone (killed, crashed)."""
+        host = socket.gethostname()
+        stale = []
+        for run in self.client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=200):
+            tags = run.data.tags
+            if tags.get(T + "host") != host or not tags.get(T + "pid", "").isdigit():
+                continue
+            if not _pid_alive(int(tags[T + "pid"]), tags.get(T + "pid_start")):
+                self.client.set_tag(run.info.run_id, T + "failure", "process ended without finishing the run")
+                self.client.set_terminated(run.info.run_id, "FAILED")
+                stale.append(run.info.run_id)
+        return stale
+
+    def start_run(self, command: str, tags: dict[str, str]) -> str:
+        exp = self.experiment_id()
+        self.fail_stale_runs(exp)
+        all_tags = {
+            T + "command": command,
+            T + "host": socket.gethostname(),
+            T + "pid": str(os.getpid()),
+            T + "pid_start": _pid_start(os.getpid()) or "",
+            T + "user": who(),
+            "mlflow.runName": f"{command}-{time.strftime('%Y%m%d-%H%M%S')}",
+            **{T + k: v for k, v in tags.items()},
+        }
+        return self.client.create_run(exp, tags=all_tags).info.run_id
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    def log(self, run_id: str, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+            tags=[RunTag(T + k, str(v)) for k, v in tags.items()],
+        )
+
+    def log_files(self, run_id: str, files: dict[str, Path]) -> None:
+        """Log ``{artifact path: local file}`` in one call: each ``log_artifact`` call looks the
+        run up again (a round trip per file); ``log_artifacts`` on a staged tree does it once."""
+        import shutil
+        import tempfile
+
+        present = {dest: src for dest, src in files.items() if src.is_file()}
+        if not present:
+            return
+        with tempfile.TemporaryDirectory(prefix="mlci-artifacts-") as tmp:
+            for dest, src in present.items():
+                target = Path(tmp) / dest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, target)
+            self.client.log_artifacts(run_id, tmp)
+
+    # -- registry -----------------------------------------------------------------------------
+
+    def ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            with contextlib.suppress(MlflowException):  # created concurrently
+                self.client.create_registered_model(self.name, description="Registered by mlci.")
+
+    def register(self, run_id: str, model_file: Path, card: dict) -> str:
+        """Log the pickled model as an MLflow model (sklearn flavour) of ``run_id``; register a version.
+
+        ``mlflow.sklearn.log_model`` would need the unpickled object, i.e. importing scikit-learn
+        here (2 s of the tracking process's time, measured); the pickle is already written, so
+        this builds the same MLmodel with MLflow's own Model API around the very same bytes.
+        """
+        import shutil
+        import tempfile
+
+        self.ensure_registered_model()
+        experiment_id = self.client.get_run(run_id).info.experiment_id
+        logged = self.client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
+        with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
+            shutil.copyfile(model_file, Path(tmp) / "model.pkl")
+            # The card (declared schema, labels, trained-at) travels with the model: `mlci serve` builds
+            # its request schema from it. JSON, so safe to read; the pickle stays behind its sha256.
+            (Path(tmp) / "model.json").write_text(json.dumps(card, indent=2))
+            _write_mlflow_model(Path(tmp), card, run_id, logged.model_id)
+            self.client.log_model_artifacts(logged.model_id, tmp)
+        self.client.finalize_logged_model(logged.model_id, "READY")
+        mv = self.client.create_model_version(
+            self.name,
+            source=f"models:/{logged.model_id}",
+            run_id=run_id,
+            tags={
+                T + "model_sha256": card["sha256"],  # model.pkl, as trained: checked before every load
+                T + "data_sha256": str(card.get("data_sha256")),
+            },
+            model_id=logged.model_id,
+        )
+        return str(mv.version)
+
+    def find_version(self, model_sha: str) -> str | None:
+        found = self.client.search_model_versions(
+            f"name = '{self.name}' and tags.`{T}model_sha256` = '{model_sha}'"
+        )
+        return str(max(int(v.version) for v in found)) if found else None
+
+    def version(self, version: str):
+        return self.client.get_model_version(self.name, str(version))
+
+    def champion(self):
+        """The champion's ModelVersion, or None when there is none yet."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, self.alias)
+        except MlflowException:
+            return None
+
+    def fetch(self, version: str, dst: Path | None = None) -> Path:
+        """Download a version's model.pkl (into ``dst``, else a new temporary directory); check its sha256
+        against the registry's tag; return its path."""
+        mv = self.version(version)
+        expected = mv.tags.get(T + "model_sha256")
+        where = f"{self.name} v{mv.version}"
+        try:
+            local = Path(self.mlflow.artifacts.download_artifacts(
+                mv.source, dst_path=str(dst) if dst is not None else None)) / "model.pkl"
+            data = local.read_bytes()
+        except Exception as e:  # noqa: BLE001 - any failure to fetch is the same problem for the user
+            raise TrackingError(f"{where}: its model artifact cannot be read ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:200]}); nothing was promoted") from None
+        if bytes_hash(data) != expected:
+            raise _mismatch(expected, where)(bytes_hash(data))
+        return local
+
+    def load(self, version: str):
+        """A version's model, loaded only after its sha256 matched (a pickle is code)."""
+        expected = self.version(version).tags.get(T + "model_sha256")
+        return unpickle_verified(self.fetch(version).read_bytes(), expected,
+                                 _mismatch(expected, f"{self.name} v{version}"))
+
+    def tag_version(self, version: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(self.name, str(version), T + k, str(v))
+
+    @contextlib.contextmanager
+    def promotion_lock(self) -> Iterator[None]:
+        """Serialise promotions of this model on this host (all workspaces, all processes)."""
+        import fcntl
+
+        key = hashlib.sha256(f"{self.uri}\0{self.name}".encode()).hexdigest()[:16]
+        lock_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlci" / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(lock_dir / f"promote-{key}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def set_champion(self, version: str, reason: str, by: str | None = None) -> None:
+        self.client.set_registered_model_alias(self.name, self.alias, str(version))
+        self.tag_version(version, {"promoted_at": utc_now('milliseconds'), "promoted_by": by or who(), "promotion_reason": reason})
+
+    def promote_if_better(
+        self,
+        version: str,
+        gate_champion: str | None,
+        value: float,
+        champion_value: Callable[[str], float],
+    ) -> dict:
+        """Compare-and-set the champion alias to ``version``.
+
+        ``gate_champion`` is the champion the gate compared against. If another run moved the
+        alias since, ``version`` must be at least as good as the new champion on
+        ``compare_metric`` (measured by ``champion_value`` on the same rows), or it stays put.
+        """
+        with self.promotion_lock():
+            current = self.champion()
+            current_v = str(current.version) if current else None
+            if current_v == str(version):
+                return {"promoted": True, "champion": current_v, "note": "already the champion"}
+            if current_v != gate_champion and current_v is not None:
+                theirs = champion_value(current_v)
+                better = value >= theirs if self.greater_is_better else value <= theirs
+                if not better:
+                    note = (f"champion moved to v{current_v} meanwhile and is better "
+                            f"({self.compare_metric} {theirs:.4f} vs {value:.4f}); not promoted")
+                    self.tag_version(version, {"promotion": note})
+                    return {"promoted": False, "champion": current_v, "note": note}
+            self.set_champion(version, "gate passed")
+            return {"promoted": True, "champion": str(version), "previous": current_v}
+
+    def rollback(self, reason: str) -> tuple[str, str]:
+        """Move the champion back to the version promoted before the current one."""
+        current = self.champion()
+        if current is None:
+            raise PrerequisiteError(f"{self.name} has no {self.alias} to roll back")
+        earlier = [
+            v for v in self.client.search_model_versions(f"name = '{self.name}'")
+            if v.tags.get(T + "promoted_at") and int(v.version) != int(current.version)
+            and v.tags.get(T + "promoted_at") <= current.tags.get(T + "promoted_at", "~")
+        ]
+        if not earlier:
+            raise PrerequisiteError(f"{self.name} v{current.version} is the only version ever promoted; nothing to roll back to")
+        target = max(earlier, key=lambda v: (v.tags[T + "promoted_at"], int(v.version)))
+        self.client.set_registered_model_alias(self.name, self.alias, str(target.version))
+        self.tag_version(str(target.version), {"promoted_at": utc_now('milliseconds'), "promoted_by": who(),
+                                               "promotion_reason": f"rollback from v{current.version}: {reason}"})
+        self.tag_version(str(current.version), {"rolled_back_at": utc_now('milliseconds'), "rollback_reason": reason})
+        return str(current.version), str(target.version)
+
+    # -- history ------------------------------------------------------------------------------
+
+    def runs(self, limit: int = 20):
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            return []
+        return self.client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
+                                       max_results=limit)
+
+
+def _write_mlflow_model(path: Path, card: dict, run_id: str, model_id: str) -> None:
+    """MLmodel, environment files and a signature from the declared schema, next to model.pkl."""
+    import platform
+
+    import yaml
+    from mlflow import pyfunc
+    from mlflow.models import Model
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    types = {c["name"]: c["type"] for c in card["dataset"]["columns"]}
+    inputs = Schema([ColSpec("string" if types[f] == "categorical" else "double", f) for f in card["features"]])
+    model = Model(run_id=run_id, model_id=model_id)
+    pyfunc.add_to_model(model, loader_module="mlflow.sklearn", model_path="model.pkl",
+                        conda_env="conda.yaml", python_env="python_env.yaml", predict_fn="predict")
+    model.add_flavor("sklearn", pickled_model="model.pkl", sklearn_version=card["versions"]["scikit-learn"],
+                     serialization_format="pickle", code=None)
+    model.signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string")]))
+    model.save(str(path / "MLmodel"))
+    reqs = [f"{pkg}=={ver}" for pkg, ver in card["versions"].items() if pkg != "mlci"]
+    (path / "requirements.txt").write_text("\n".join(reqs) + "\n")
+    python = platform.python_version()
+    (path / "python_env.yaml").write_text(yaml.safe_dump(
+        {"python": python, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}))
+    (path / "conda.yaml").write_text(yaml.safe_dump(
+        {"name": "mlflow-env", "channels": ["conda-forge"], "dependencies": [f"python={python}", "pip", {"pip": reqs}]}))
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state first), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_start(pid: int) -> str | None:
+    """The process's start time, so a reused pid is not mistaken for the original."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = _proc_stat(pid)
+    if fields and fields[0] in ("Z", "X"):  # a zombie nobody reaped (no init in a container) is dead
+        return False
+    return not start or _pid_start(pid) == start
+
+
+def flatten_params(sections: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("split", "preprocess", "train"):
+        for k, v in sections[name].items():
+            out[f"{name}.{k}"] = v
+    out["gate.rules"] = json.dumps(sections["gate"]["rules"])
+    out["dataset"] = sections["dataset"]["name"]
+    return out
+
+
+def _mismatch(expected: str | None, where: str):
+    def error(actual: str) -> TrackingError:
+        return TrackingError(f"{where}: model artifact sha256 {actual} does not match the registry's "
+                             f"{expected}; refusing to load it, nothing was promoted")
+    return error

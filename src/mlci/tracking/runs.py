@@ -1,0 +1,85 @@
+"""Queries behind ``mlci runs`` and ``mlci diff``: a run from a reference, a row per run, two runs side by side."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from mlci.errors import PrerequisiteError
+from mlci.timestamps import iso_from_ms
+from mlci.tracking.registry import Registry
+from mlci.tracking.store import T
+
+
+def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | None = None):
+    """A run from a reference: a run id (or unique prefix), a model version (``3``, ``v3``),
+    a git revision, ``latest`` or ``champion``."""
+    ref = ref or default
+    client = registry.client
+    if ref == "champion":
+        mv = registry.champion()
+        if mv is None:
+            raise PrerequisiteError(f"{registry.name} has no {registry.alias} yet")
+        return client.get_run(mv.run_id), f"{registry.alias} (v{mv.version})"
+    runs = registry.runs(limit=500)
+    if ref == "latest":
+        pipeline_runs = [r for r in runs if r.data.tags.get(T + "command") == "run"] or runs
+        if not pipeline_runs:
+            raise PrerequisiteError(f"no runs in experiment {registry.experiment!r} yet")
+        return pipeline_runs[0], f"latest ({pipeline_runs[0].info.run_id[:8]})"
+    digits = ref[1:] if ref[:1] in "vV" and ref[1:].isdigit() else ref
+    if digits.isdigit() and len(digits) < 8:
+        try:
+            mv = registry.version(digits)
+        except Exception:  # noqa: BLE001
+            raise PrerequisiteError(f"{registry.name} has no version {digits}") from None
+        return client.get_run(mv.run_id), f"v{digits}"
+    matches = [r for r in runs if r.info.run_id.startswith(ref.lower())] if len(ref) >= 6 else []
+    if len(matches) == 1:
+        return matches[0], ref[:8]
+    if len(matches) > 1:
+        raise PrerequisiteError(f"run id prefix {ref!r} is ambiguous")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=cwd, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        raise PrerequisiteError(f"{ref!r} is not a run id, a model version or a git revision") from None
+    for r in runs:
+        if r.data.tags.get(T + "git_commit") == commit:
+            return r, f"{ref} ({commit[:7]})"
+    raise PrerequisiteError(f"no tracked run at git revision {ref} ({commit[:7]})")
+
+
+def run_row(r) -> dict:
+    tags, m = r.data.tags, r.data.metrics
+    commit = tags.get(T + "git_commit", "")
+    return {
+        "run_id": r.info.run_id,
+        "command": tags.get(T + "command", ""),
+        "start_time": iso_from_ms(r.info.start_time) or "",
+        "status": r.info.status,
+        "git_commit": commit,
+        "git_dirty": tags.get(T + "git_dirty") == "true",
+        "cached": tags.get(T + "cached") == "true",
+        "validation_acc": m.get("validation_acc"),
+        "validation_roc_auc": m.get("validation_roc_auc"),
+        "test_acc": m.get("test_acc"),
+        "test_roc_auc": m.get("test_roc_auc"),
+        "gate": tags.get(T + "gate"),
+        "model_version": tags.get(T + "model_version"),
+        "promoted": tags.get(T + "promoted") == "true",
+    }
+
+
+def diff(a, b) -> dict:
+    """Metrics and parameters of two runs side by side, with B - A."""
+    metrics = {}
+    for k in sorted(set(a.data.metrics) | set(b.data.metrics)):
+        va, vb = a.data.metrics.get(k), b.data.metrics.get(k)
+        metrics[k] = {"a": va, "b": vb, "change": None if va is None or vb is None else round(vb - va, 6)}
+    params = {}
+    for k in sorted(set(a.data.params) | set(b.data.params)):
+        va, vb = a.data.params.get(k), b.data.params.get(k)
+        if va != vb:
+            params[k] = {"a": va, "b": vb}
+    return {"a": a.info.run_id, "b": b.info.run_id, "metrics": metrics, "params": params}

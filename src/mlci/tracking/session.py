@@ -1,0 +1,92 @@
+"""Tracking as an observer of the runner: nothing before the work but a reachability check,
+one MLflow run recorded after it, in this process.
+
+A rerun with nothing to do records nothing and imports no MLflow: the workspace remembers the
+run that recorded its current state (``<state dir>/last-run.json``, keyed by the lock file's
+hash and the tracking URI) and says which run and model version it matches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlci.config import settings as S
+from mlci.config.resolve import Resolved
+from mlci.fileio import file_hash, read_json_or_none, write_json
+from mlci.tracking.champion import Champion
+from mlci.tracking.store import TrackingError, check_reachable, tracking_uri
+
+LAST_RUN = "last-run.json"
+
+
+class TrackedRun:
+    """One command, recorded in MLflow when it has finished (``finished`` is the runner's callback)."""
+
+    def __init__(self, command: str, s: S.Settings, params: Resolved):
+        self.command, self.s, self.params = command, s, params
+        self.uri = tracking_uri()
+        check_reachable(self.uri)  # fail fast, before any work
+        self.champion = Champion(self.uri, params.section("tracking"), s) if command in ("gate", "run") else None
+        self.summary: dict | None = None
+
+    def event(self, kind: str, name: str, info: dict) -> None:
+        pass  # everything is recorded from the result files once the run has finished
+
+    def finished(self, result) -> None:
+        statuses = result.statuses
+        if statuses and all(st == "cached" for st in statuses.values()):
+            matched = self._matching_run()
+            if matched is not None:
+                result.tracking = self.summary = {**matched, "cached": True}
+                return
+        from mlci.tracking.record import record_run
+        from mlci.tracking.registry import Registry
+
+        try:
+            registry = self.champion.registry if self.champion is not None else Registry(
+                self.uri, self.params.section("tracking"))
+            summary = record_run(registry, self.command, self.s, self.params, statuses, self.champion, result.error)
+        except TrackingError as e:
+            raise e from None
+        except Exception as e:  # noqa: BLE001 - the store said no: one clear line
+            raise TrackingError(f"tracking at {self.uri} failed: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:300] if str(e) else ''}; "
+                                "pass --no-track to run without tracking") from None
+        result.tracking = self.summary = summary
+        self._remember(summary, promoted=bool(summary.get("promoted")))
+
+    def _last_run_path(self) -> Path:
+        return self.s.state_dir / LAST_RUN
+
+    def _matching_run(self) -> dict | None:
+        """The recorded run this workspace's state matches, if nothing moved since (no MLflow import)."""
+        try:
+            last = read_json_or_none(self._last_run_path())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(last, dict) or last.get("tracking_uri") != self.uri or not self.s.lock_path.is_file():
+            return None
+        if last.get("lock_sha256") != file_hash(self.s.lock_path):
+            return None
+        if self.champion is not None and last.get("champion") != self.champion.version:
+            return None
+        return {k: last[k] for k in ("run_id", "tracking_uri", "model", "version") if k in last}
+
+    def _remember(self, summary: dict, promoted: bool) -> None:
+        """After promotion the candidate *is* the champion: the lock says so (its gate and report stay
+        valid), and the workspace remembers this run as the one its state matches."""
+        if promoted and summary.get("champion"):
+            from mlci.pipeline.lock import note_promoted
+
+            note_promoted(self.s, summary["champion"])
+        if self.command != "run" or not self.s.lock_path.is_file():
+            return
+        champion = summary.get("champion") if promoted else (self.champion.version if self.champion else None)
+        try:
+            write_json(self._last_run_path(), {
+                **{k: summary[k] for k in ("run_id", "tracking_uri", "model", "version") if k in summary},
+                "champion": champion,
+                "lock_sha256": file_hash(self.s.lock_path),
+            })
+        except OSError:
+            pass  # a read-only state directory only costs a recorded rerun
