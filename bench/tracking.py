@@ -1,103 +1,78 @@
 #!/usr/bin/env python3
 """What MLflow tracking costs a run, measured side by side in one run.
 
-    python3 tasks.py bench-tracking
+    python3 tasks.py bench-tracking [--repeats 3] [--vs OTHER/src]
 
-Each figure is the median of interleaved fresh processes, tracked and
-untracked (``--no-track``), on the bundled data:
+Each figure is the median of interleaved fresh processes, tracked and untracked (``--no-track``),
+on the bundled data:
 * first use: a workspace with no ``mlflow.db`` yet (the database is created);
-* warm, new model: a training parameter changes every run, so every tracked
-  run logs, registers and promotes a new model version;
-* warm, nothing changed: every stage is cached; the tracked run still records
-  a "cached" run.
-Warm runs are served by the workspace's tracking daemon (MLflow already
-imported, its store open), as they are for a user; the same "new model" case
-is measured again with ``MLCI_TRACKING_DAEMON=0`` (a fresh tracking worker per
-run, as in a CI job that runs once).
+* warm, new model: a training parameter changes every run, so every tracked run logs, registers
+  and promotes a new model version;
+* warm, nothing changed: every stage is cached.
+``--vs`` runs the same cases with another checkout's code (e.g. the previous commit's ``src``,
+from ``git worktree add``), interleaved with this one's, and prints both.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "adult.data"
-DATA = SHARED if SHARED.exists() else ROOT / "data" / "raw" / "adult.data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, mlci, workspace  # noqa: E402
 
 
-def workspace(tmp: Path, name: str) -> Path:
-    ws = tmp / name
-    (ws / "data" / "raw").mkdir(parents=True)
-    shutil.copy(ROOT / "params.yaml", ws / "params.yaml")
-    os.symlink(DATA, ws / "data" / "raw" / "adult.data")
-    return ws
+def cases(tmp: Path, code: dict[str, Path | None], repeats: int) -> dict:
+    """{version: {case: (tracked seconds, untracked seconds)}} of medians."""
+    got = {v: {} for v in code}
 
+    def run(ws, *args, version, track):
+        return mlci(ws, "run", *args, src=code[version], track=track, ok=(0, 3))[0]
 
-def timed(ws: Path, *args: str, daemon: bool = True) -> float:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "MLCI_NO_TRACK", "MLCI_TRACKING_DAEMON", "MLCI_TRACKING_DAEMON_IDLE")}
-    env["MLCI_TRACKING_DAEMON"] = "1" if daemon else "0"
-    env["MLCI_TRACKING_DAEMON_IDLE"] = "120"  # the bench's daemons leave soon after it
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mlci", "run", *args], cwd=ws, env=env,
-                          capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if proc.returncode not in (0, 3):
-        sys.exit(f"mlci run {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    return elapsed
+    first = {v: ([], []) for v in code}
+    for i in range(repeats):
+        for v in code:
+            first[v][0].append(run(workspace(tmp, f"{v}-first-t{i}"), version=v, track=True))
+            first[v][1].append(run(workspace(tmp, f"{v}-first-u{i}"), "--no-track", version=v, track=False))
+    warm = {v: (workspace(tmp, f"{v}-warm-t"), workspace(tmp, f"{v}-warm-u")) for v in code}
+    for v, (wt, wu) in warm.items():
+        run(wt, version=v, track=True)
+        run(wu, "--no-track", version=v, track=False)
+    new = {v: ([], []) for v in code}
+    noop = {v: ([], []) for v in code}
+    for i in range(repeats):
+        for v, (wt, wu) in warm.items():
+            new[v][0].append(run(wt, "-S", f"train.n_estimators={401 + i}", version=v, track=True))
+            new[v][1].append(run(wu, "--no-track", "-S", f"train.n_estimators={401 + i}", version=v, track=False))
+    for _ in range(repeats):
+        for v, (wt, wu) in warm.items():
+            noop[v][0].append(run(wt, "-S", f"train.n_estimators={400 + repeats}", version=v, track=True))
+            noop[v][1].append(run(wu, "--no-track", "-S", f"train.n_estimators={400 + repeats}", version=v,
+                                  track=False))
+    for v in code:
+        for name, (t, u) in (("first use (new database)", first[v]), ("warm, new model (train+gate+test+report)", new[v]),
+                             ("warm, nothing changed (all cached)", noop[v])):
+            got[v][name] = (statistics.median(t), statistics.median(u))
+    return got
 
 
 def main() -> int:
-    repeats = 3
-    rows = []
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--vs", type=Path, default=None, help="another checkout's src/ to measure side by side")
+    args = ap.parse_args()
+    code = {"this": ROOT / "src"} | ({"vs": args.vs.resolve()} if args.vs else {})
     with tempfile.TemporaryDirectory(prefix="mlci-bench-tracking-") as t:
-        tmp = Path(t)
-        first_t, first_u = [], []
-        for i in range(repeats):
-            first_t.append(timed(workspace(tmp, f"first-t{i}")))
-            first_u.append(timed(workspace(tmp, f"first-u{i}"), "--no-track"))
-        rows.append(("first use (new database)", first_t, first_u))
-
-        wt, wu = workspace(tmp, "warm-t"), workspace(tmp, "warm-u")
-        timed(wt), timed(wu, "--no-track")
-        new_t, new_u = [], []
-        for i in range(repeats):
-            new_t.append(timed(wt, "-S", f"train.n_estimators={401 + i}"))
-            new_u.append(timed(wu, "--no-track", "-S", f"train.n_estimators={401 + i}"))
-        rows.append(("warm, new model (train+gate+test rerun)", new_t, new_u))
-
-        noop_t, noop_u = [], []
-        for _ in range(repeats):
-            noop_t.append(timed(wt, "-S", f"train.n_estimators={400 + repeats}"))
-            noop_u.append(timed(wu, "--no-track", "-S", f"train.n_estimators={400 + repeats}"))
-        rows.append(("warm, nothing changed (all cached)", noop_t, noop_u))
-
-        cold_t, cold_u = [], []
-        for i in range(repeats):
-            cold_t.append(timed(wt, "-S", f"train.n_estimators={411 + i}", daemon=False))
-            cold_u.append(timed(wu, "--no-track", "-S", f"train.n_estimators={411 + i}"))
-        rows.append(("new model, no daemon (`MLCI_TRACKING_DAEMON=0`)", cold_t, cold_u))
-        for ws in (wt, *(tmp / f"first-t{i}" for i in range(repeats))):  # stop the daemons it started
-            lock = ws / ".mlci" / "tracking-daemon.lock"
-            pid = lock.read_text().strip() if lock.exists() else ""
-            if pid:
-                try:
-                    os.kill(int(pid), 15)
-                except ProcessLookupError:
-                    pass
-
-    print("| case | tracked s | untracked s | tracking overhead s |")
-    print("|---|---:|---:|---:|")
-    for name, t, u in rows:
-        mt, mu = statistics.median(t), statistics.median(u)
-        print(f"| {name} | {mt:.2f} | {mu:.2f} | {mt - mu:+.2f} |")
+        got = cases(Path(t), code, args.repeats)
+    print("| case | code | tracked s | untracked s | tracking overhead s |")
+    print("|---|---|---:|---:|---:|")
+    for name in got["this"]:
+        for v in code:
+            mt, mu = got[v][name]
+            print(f"| {name} | {v} | {mt:.2f} | {mu:.2f} | {mt - mu:+.2f} |")
     return 0
 
 

@@ -25,7 +25,7 @@ SECTIONS = ("dataset", "split", "preprocess", "train", "best", "gate", "fairness
 
 def code_hash() -> str:
     """Hash of the code that validates parameters: a change to it may change what they resolve to."""
-    from mlci.pipeline.codehash import code_hash as modules_hash
+    from mlci.codehash import code_hash as modules_hash
 
     return modules_hash(("mlci.config.params",))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from mlci.config import settings as S
 from mlci.config.resolve import Resolved
 from mlci.fileio import file_hash, write_bytes
-from mlci.pipeline.codehash import code_hash
+from mlci.codehash import code_hash
 from mlci.pipeline.table import STAGE_NAMES, Stage
 
 LOCK_SCHEMA = 1

@@ -72,7 +72,7 @@ def staleness(s: S.Settings, params: Resolved, champion=None) -> dict[str, str |
 def _context(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter):
     from mlci.stages.context import StageContext, StageParams
 
-    return StageContext(s, StageParams(params.model, st.params), echo, champion if st.uses_champion else None,
+    return StageContext(s, StageParams(params, st.params), echo, champion if st.uses_champion else None,
                         painter)
 
 

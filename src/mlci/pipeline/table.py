@@ -35,7 +35,7 @@ class Stage:
     needs_painter: bool = False
     #: ``module:function`` called instead of the stage when it is up to date (the gate replays its verdict).
     replay: str | None = None
-    #: Modules it loads by name (not seen by the import scan of ``mlci.pipeline.codehash``).
+    #: Modules it loads by name (not seen by the import scan of ``mlci.codehash``).
     extra_code: tuple[str, ...] = ()
 
     @property

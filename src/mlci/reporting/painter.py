@@ -1,10 +1,7 @@
 """A separate process that draws the report's figures (light to import: no numpy here).
 
-It also takes numeric jobs that need only numpy (a bootstrap), to balance the
-two cores: the report's own process has the rest of the numeric work.
-
-matplotlib's import (~0.7 s here) and drawing (~0.15 s a figure) hold the GIL,
-so in a thread they would not overlap the report's numeric work. In a child
+matplotlib's import and drawing hold the GIL (README, "Figures": measured
+costs), so in a thread they would not overlap the report's numeric work. In a child
 process they run on the other core; started early (``mlci run`` starts one
 with the first stage that has work to do, before any heavy import), the
 import overlaps training instead of adding to the report.
@@ -30,7 +27,7 @@ class Painter:
             child.close()
 
     def draw(self, name: str, fn: str, *args, **kwargs) -> None:
-        """Queue ``<module>.<fn>(*args, **kwargs)`` (``fn`` is ``plots.roc``, ``bootstrap.intervals``,
+        """Queue ``mlci.reporting.<fn>(*args, **kwargs)`` (``fn`` is ``plots.roc``, ``plots.pr``,
         ...); its result comes back from ``results()`` under ``name``."""
         job = (name, fn, args, kwargs)
         self.jobs.append(job)

@@ -24,19 +24,21 @@ class StageParams:
     """The parameters object with only the sections a stage declared: reading another one is a bug
     (the lock would not notice a change to it), so it fails loudly."""
 
-    def __init__(self, params, sections: tuple[str, ...]):
-        self._params, self._sections = params, sections
+    def __init__(self, resolved, sections: tuple[str, ...]):
+        # ``resolved`` is a ``mlci.config.resolve.Resolved``: its pydantic model is built on first use only
+        # (a replayed gate verdict needs none).
+        self._resolved, self._sections = resolved, sections
 
     def __getattr__(self, name: str):
         from mlci.config.resolve import SECTIONS
 
         if name in SECTIONS and name not in self._sections:
             raise AttributeError(f"this stage did not declare the parameter section {name!r}")
-        return getattr(self._params, name)
+        return getattr(self._resolved.model, name)
 
     def section(self, name: str) -> Any:
         getattr(self, name)  # the same check
-        return self._params.section(name)
+        return self._resolved.model.section(name)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import hashlib
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]  # the mlci package
+ROOT = Path(__file__).resolve().parent  # the mlci package
 _FROM = re.compile(r"^[ \t]*from[ \t]+(mlci(?:\.\w+)*)[ \t]+import[ \t]+(\([^)]*\)|[\w \t,]+)", re.M)
 _IMPORT = re.compile(r"^\s*import\s+(mlci(?:\.\w+)*)", re.M)
 

@@ -1,0 +1,61 @@
+"""What the benchmarks share: the data, fresh workspaces, and timing one ``mlci`` process.
+
+Every figure is a whole fresh process, as a user runs it. ``src`` runs another checkout's code
+(``PYTHONPATH=<its src>``) with this environment's packages, so two versions can be measured
+side by side, interleaved, in one run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "adult.data"
+DATA = SHARED if SHARED.exists() else ROOT / "data" / "raw" / "adult.data"
+#: Variables of the caller's shell that would change what a benchmarked run does.
+_SCRUB = ("MLFLOW_TRACKING_URI", "MLCI_NO_TRACK", "MLCI_PARAMS", "MLCI_STATE_DIR", "MLCI_LOCK_FILE",
+          "RAW_DATA_DIR", "RAW_DATA_FILE", "PROCESSED_DATA_DIR", "MODEL_DIR", "RESULTS_DIR", "PYTHONPATH")
+
+
+def workspace(parent: Path, name: str, data: Path = DATA) -> Path:
+    """A fresh workspace: the repository's params.yaml and the raw data (linked)."""
+    ws = parent / name
+    (ws / "data" / "raw").mkdir(parents=True)
+    shutil.copy(ROOT / "params.yaml", ws / "params.yaml")
+    os.symlink(data, ws / "data" / "raw" / "adult.data")
+    return ws
+
+
+def env(src: Path | None = None, track: bool = False, **extra: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if k not in _SCRUB}
+    if not track:
+        out["MLCI_NO_TRACK"] = "1"
+    if src is not None:
+        out["PYTHONPATH"] = str(src)
+    out.update(extra)
+    return out
+
+
+def timed(cmd: list[str], cwd: Path, environ: dict | None = None, ok=(0,)) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS in MB and stderr of one fresh process; exits the benchmark if it failed."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=environ if environ is not None else env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = proc.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code not in ok:
+        sys.exit(f"{' '.join(map(str, cmd))} failed ({code}):\n{err[-2000:]}")
+    return wall, usage.ru_maxrss / 1024, err
+
+
+def mlci(ws: Path, *args: str, src: Path | None = None, track: bool = False, ok=(0,), **extra: str):
+    """``python -m mlci ARGS`` in ``ws``: (wall seconds, peak RSS MB, stderr)."""
+    return timed([sys.executable, "-m", "mlci", *args], ws, env(src, track, **extra), ok)
