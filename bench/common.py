@@ -14,12 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+from mlci.config.settings import WORKSPACE_VARS
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "adult.data"
 DATA = SHARED if SHARED.exists() else ROOT / "data" / "raw" / "adult.data"
 #: Variables of the caller's shell that would change what a benchmarked run does.
-_SCRUB = ("MLFLOW_TRACKING_URI", "MLCI_NO_TRACK", "MLCI_PARAMS", "MLCI_STATE_DIR", "MLCI_LOCK_FILE",
-          "RAW_DATA_DIR", "RAW_DATA_FILE", "PROCESSED_DATA_DIR", "MODEL_DIR", "RESULTS_DIR", "PYTHONPATH")
+_SCRUB = (*WORKSPACE_VARS, "MLFLOW_TRACKING_URI", "MLCI_NO_TRACK", "PYTHONPATH")
 
 
 def workspace(parent: Path, name: str, data: Path = DATA) -> Path:

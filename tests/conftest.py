@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from mlci.config.settings import WORKSPACE_VARS
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 BUNDLED = ROOT / "data" / "raw"
-PATH_VARS = ("RAW_DATA_DIR", "RAW_DATA_FILE", "PROCESSED_DATA_DIR", "MODEL_DIR", "RESULTS_DIR",
-             "MLCI_PARAMS", "MLCI_STATE_DIR", "MLCI_LOCK_FILE", "MLFLOW_TRACKING_URI", "MLCI_NO_TRACK")
+PATH_VARS = (*WORKSPACE_VARS, "MLFLOW_TRACKING_URI", "MLCI_NO_TRACK")
 
 UCI_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education.num", "marital.status", "occupation",
                "relationship", "race", "sex", "capital.gain", "capital.loss", "hours.per.week",

@@ -149,19 +149,31 @@ def test_push_runs_the_pipeline_queues_supersedes_and_reports_the_gate(server):
     assert superseded["status"] == "superseded" and superseded["started_at"] is None
     failed = server.wait(third)
     assert failed["status"] == "gate-failed" and failed["exit_code"] == 3 and failed["gate"]["passed"] is False
+    # The first push replayed (same body and signature, a new delivery id): nothing runs again.
+    body = json.dumps({"ref": "refs/heads/main", "before": "0" * 40, "after": first,
+                       "repository": {"full_name": "acme/adult"}}).encode()
+    status, reply = server.request(body)
+    assert status == 202 and "already built" in reply["ignored"]
+    assert len([r for r in server.get("/runs") if r["commit"] == first]) == 1
 
 
 def test_hostile_branch_name_is_only_data(server):
     root = server.git("rev-list", "--max-parents=0", "HEAD")  # the project as first committed (gate passes)
     server.git("checkout", "-q", "-b", HOSTILE, root)
     (server.work / "note.txt").write_text("hello\n")
-    server.git("add", "note.txt")
+    # A pushed top-level `mlci` package must not stand in for the installed one, nor see the secret.
+    fake = server.work / "mlci"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text("import os, pathlib\n"
+                                      "pathlib.Path('pwned-env').write_text(repr(dict(os.environ)))\n")
+    server.git("add", "note.txt", "mlci")
     server.git("commit", "-qm", "on a hostile branch")
     server.git("push", "-q", "origin", HOSTILE)
     commit = server.git("rev-parse", "HEAD")
     run = server.wait(commit)
-    assert run["branch"] == HOSTILE and run["status"] == "passed"
-    assert not list(server.tmp.rglob("pwned")) and not (Path.cwd() / "pwned").exists()
+    assert run["branch"] == HOSTILE and run["status"] == "passed" and run["gate"]["passed"] is True
+    assert not list(server.tmp.rglob("pwned*")) and not (Path.cwd() / "pwned").exists()
 
 
 def push_body(branch: str = "main", **extra) -> bytes:

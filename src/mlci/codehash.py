@@ -19,6 +19,8 @@ _IMPORT = re.compile(r"^\s*import\s+(mlci(?:\.\w+)*)", re.M)
 
 
 def _path(module: str) -> Path | None:
+    if module == "mlci":
+        return ROOT / "__init__.py"
     rel = Path(*module.split(".")[1:])
     for p in (ROOT / rel.with_suffix(".py"), ROOT / rel / "__init__.py"):
         if p.is_file():
@@ -43,7 +45,12 @@ def _imports(module: str, text: str) -> set[str]:
 
 
 def closure(modules: tuple[str, ...]) -> list[Path]:
-    """The source files of ``modules`` and of every mlci module they import, transitively."""
+    """The source files of ``modules`` and of every mlci module they import, transitively.
+
+    A module named here that does not exist is a bug in the stage table: it raises."""
+    missing = [m for m in modules if _path(m) is None]
+    if missing:
+        raise ValueError(f"no such mlci module: {', '.join(missing)}")
     seen: dict[str, Path] = {}
     todo = list(modules)
     while todo:
@@ -55,7 +62,7 @@ def closure(modules: tuple[str, ...]) -> list[Path]:
             continue
         seen[mod] = path
         parts = mod.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(2, len(parts)))  # parent packages run first
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages run first
         todo.extend(_imports(mod, _source(path).decode("utf-8", "replace")))
     return sorted(set(seen.values()))
 

@@ -19,6 +19,10 @@ DEFAULTS = {
     "RESULTS_DIR": "results",
 }
 
+#: Every variable that changes where mlci reads and writes (a test, a benchmark or a webhook run that
+#: must not inherit its caller's workspace clears these).
+WORKSPACE_VARS = (*DEFAULTS, "MLCI_PARAMS", "MLCI_STATE_DIR", "MLCI_LOCK_FILE")
+
 # File names inside those directories (the tutorial's where it had one).
 TRAIN_METADATA = "train_metadata.json"
 TEST_METADATA = "test_metadata.json"

@@ -268,43 +268,14 @@ def _validate(
             reason[fresh] = len(reasons) - 1
             bad_value_col[fresh] = col_idx
 
+    checks = {"label": _label_column, "categorical": _categorical_column}
     for idx, name in enumerate(names):
         col: Column = by_name[name]
         arr = table.column(name)
         missing = pc.is_in(arr, value_set=missing_set)
-        if col.type == "label":
-            canonical = _labels(arr, ds)
-            flag(_np(missing), f"missing label in {name!r}", idx)
-            flag(_np(pc.and_(pc.invert(missing), pc.is_null(canonical))), f"unknown label in {name!r}", idx)
-            if name in keep:
-                codes = pc.index_in(canonical, value_set=pa.array([ds.negative_label, ds.positive_label]))
-                columns[name] = pd.Categorical.from_codes(
-                    _np(pc.fill_null(codes, -1)), categories=[ds.negative_label, ds.positive_label]
-                )
-        elif col.type == "categorical":
-            cats = col.categories
-            if cats is None:
-                present = pc.filter(arr, pc.invert(missing))
-                cats = sorted(pc.unique(present).to_pylist())
-            else:
-                flag(_np(pc.and_(pc.invert(missing), pc.invert(pc.is_in(arr, value_set=pa.array(cats))))),
-                     f"unknown category in {name!r}", idx)
-            if name in keep:
-                codes = pc.index_in(arr, value_set=pa.array(cats, pa.string()))
-                columns[name] = pd.Categorical.from_codes(_np(pc.fill_null(codes, -1)), categories=cats)
-        else:
-            pattern = _INTEGER if col.type == "integer" else _NUMBER
-            ok = pc.match_substring_regex(arr, pattern)
-            kind = "an integer" if col.type == "integer" else "a number"
-            flag(_np(pc.and_(pc.invert(missing), pc.invert(ok))), f"{name!r} is not {kind}", idx)
-            values = pc.cast(pc.if_else(ok, arr, pa.scalar("nan")), pa.float64()).to_numpy()
-            values = np.where(_np(missing), np.nan, values)
-            if col.min is not None:
-                flag(values < col.min, f"{name!r} below minimum {col.min:g}", idx)
-            if col.max is not None:
-                flag(values > col.max, f"{name!r} above maximum {col.max:g}", idx)
-            if name in keep:
-                columns[name] = values
+        values = checks.get(col.type, _number_column)(arr, missing, col, ds, lambda m, text: flag(m, text, idx))
+        if name in keep:
+            columns[name] = values
 
     valid = reason < 0
     frame = pd.DataFrame({k: columns[k] for k in keep if k in columns})
@@ -318,6 +289,38 @@ def _validate(
         uniq, cnt = np.unique(reason[bad], return_counts=True)
         counts = {reasons[u]: int(c) for u, c in zip(uniq, cnt)}
     return frame, rejects, counts, valid
+
+
+def _label_column(arr, missing, col: Column, ds: DatasetDef, flag) -> pd.Categorical:
+    canonical = _labels(arr, ds)
+    flag(_np(missing), f"missing label in {col.name!r}")
+    flag(_np(pc.and_(pc.invert(missing), pc.is_null(canonical))), f"unknown label in {col.name!r}")
+    codes = pc.index_in(canonical, value_set=pa.array([ds.negative_label, ds.positive_label]))
+    return pd.Categorical.from_codes(_np(pc.fill_null(codes, -1)), categories=[ds.negative_label, ds.positive_label])
+
+
+def _categorical_column(arr, missing, col: Column, ds: DatasetDef, flag) -> pd.Categorical:
+    cats = col.categories
+    if cats is None:
+        cats = sorted(pc.unique(pc.filter(arr, pc.invert(missing))).to_pylist())
+    else:
+        flag(_np(pc.and_(pc.invert(missing), pc.invert(pc.is_in(arr, value_set=pa.array(cats))))),
+             f"unknown category in {col.name!r}")
+    codes = pc.index_in(arr, value_set=pa.array(cats, pa.string()))
+    return pd.Categorical.from_codes(_np(pc.fill_null(codes, -1)), categories=cats)
+
+
+def _number_column(arr, missing, col: Column, ds: DatasetDef, flag) -> np.ndarray:
+    ok = pc.match_substring_regex(arr, _INTEGER if col.type == "integer" else _NUMBER)
+    flag(_np(pc.and_(pc.invert(missing), pc.invert(ok))),
+         f"{col.name!r} is not {'an integer' if col.type == 'integer' else 'a number'}")
+    values = pc.cast(pc.if_else(ok, arr, pa.scalar("nan")), pa.float64()).to_numpy()
+    values = np.where(_np(missing), np.nan, values)
+    if col.min is not None:
+        flag(values < col.min, f"{col.name!r} below minimum {col.min:g}")
+    if col.max is not None:
+        flag(values > col.max, f"{col.name!r} above maximum {col.max:g}")
+    return values
 
 
 def _labels(arr: pa.ChunkedArray, ds: DatasetDef) -> pa.ChunkedArray:

@@ -50,13 +50,11 @@ def check_installed(bp: BestParams) -> None:
             "best.tuning_trials=0")
 
 
-def _threads(n_jobs: int) -> int:
-    return n_jobs or os.cpu_count() or 1
-
-
 def candidate(name: str, bp: BestParams, tp: TrainParams, n_categorical: int, n_features: int,
               tuned: dict | None = None):
     """An unfitted member of family ``name`` for the encoded matrix."""
+    from mlci.modeling.estimator import threads as _threads
+
     threads = _threads(bp.n_jobs)
     if name == "lightgbm":
         from lightgbm import LGBMClassifier
@@ -207,7 +205,17 @@ def search(X: np.ndarray, labels: np.ndarray, positive_label: str, n_categorical
     ensemble = Ensemble(members=members, weights=kept, threshold=threshold, n_categorical=n_categorical,
                         positive_label=positive_label).fit(X, labels)
     refit_seconds = time.perf_counter() - t
-    summary = {
+    summary = _summary(bp, y, families, weights, p, threshold, tuning, refit_seconds, started)
+    echo(f"best: ensemble of {', '.join(f'{n} {w:.2f}' for (n, _), w in zip(members, kept))}; "
+         f"OOF ROC-AUC {summary['oof_roc_auc']:.4f}, accuracy {summary['oof_acc']:.4f} at threshold "
+         f"{threshold:.3f} ({summary['oof_acc_at_0.5']:.4f} at 0.5); {summary['seconds']:.0f} s")
+    return ensemble, summary
+
+
+def _summary(bp: BestParams, y, families: dict, weights, p, threshold: float, tuning, refit_seconds: float,
+             started: float) -> dict:
+    """What the search did, for train_metadata.json."""
+    return {
         "folds": bp.folds,
         "candidates": {n: {"oof_log_loss": round(f["oof_log_loss"], 6), "oof_roc_auc": round(f["oof_roc_auc"], 6),
                            "oof_acc": round(float(np.mean((f["oof"] >= 0.5) == y)), 6),
@@ -223,10 +231,6 @@ def search(X: np.ndarray, labels: np.ndarray, positive_label: str, n_categorical
         "refit_seconds": round(refit_seconds, 2),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    echo(f"best: ensemble of {', '.join(f'{n} {w:.2f}' for (n, _), w in zip(members, kept))}; "
-         f"OOF ROC-AUC {summary['oof_roc_auc']:.4f}, accuracy {summary['oof_acc']:.4f} at threshold "
-         f"{threshold:.3f} ({summary['oof_acc_at_0.5']:.4f} at 0.5); {summary['seconds']:.0f} s")
-    return ensemble, summary
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:

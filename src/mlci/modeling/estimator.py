@@ -49,6 +49,11 @@ def n_categorical(ds: DatasetDef) -> int:
     return sum(c.type == "categorical" for c in ds.features)
 
 
+def threads(n_jobs: int) -> int:
+    """``n_jobs`` threads, 0 meaning one per core."""
+    return n_jobs or os.cpu_count() or 1
+
+
 def lightgbm_params(tp: TrainParams, threads: int, seed: int, **override) -> dict:
     """LGBMClassifier arguments from the ``train`` section, ``override`` on top (the best profile's tuning)."""
     p = dict(n_estimators=tp.n_estimators, learning_rate=tp.learning_rate, num_leaves=tp.num_leaves,
@@ -66,7 +71,7 @@ def build(ds: DatasetDef, tp: TrainParams, categories: dict[str, list[str]]):
     from lightgbm import LGBMClassifier
     from sklearn.pipeline import Pipeline
 
-    classifier = LGBMClassifier(**lightgbm_params(tp, tp.n_jobs or os.cpu_count() or 1, tp.seed))
+    classifier = LGBMClassifier(**lightgbm_params(tp, threads(tp.n_jobs), tp.seed))
     return Pipeline([("encode", encoder(ds, categories)), ("classify", classifier)])
 
 

@@ -90,7 +90,8 @@ def why_stale(st: Stage, s: S.Settings, params: Resolved, recorded: dict | None,
             return f"the champion changed ({was.get('champion')} -> {now.get('champion')})"
         return "parameters changed: " + ", ".join(changed)
     for key, paths in (("deps", st.deps(s)), ("outs", st.outs(s))):
-        hashes, before = _hashes(paths), recorded.get(key) or {}
+        hashes, before = _hashes(paths), recorded.get(key)
+        before = before if isinstance(before, dict) else {}
         for p, h in hashes.items():
             if h is None:
                 return f"{'dependency' if key == 'deps' else 'output'} {p} is missing"

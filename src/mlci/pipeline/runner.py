@@ -106,60 +106,76 @@ def run(
     for name in (until, only):
         if name is not None and name not in STAGE_NAMES:
             raise UsageError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
-    observers = list(observers)
-
-    def tell(kind: str, name: str, **info) -> None:
-        for o in observers:
-            o.event(kind, name, info)
-
-    result = RunResult()
+    run_ = _Run(s, params, list(observers), echo, champion)
     todo = [stage(only)] if only else list(STAGES[: STAGE_NAMES.index(until) + 1])
-    stale, painter = force or only is not None, None
+    stale = force or only is not None
     recorded = L.read_lock(s.lock_path)
     try:
         for st in todo:
-            if result.exit_code and not (result.exit_code == GateFailed.exit_code and st.after_failed_gate):
+            failed = run_.result.exit_code
+            if failed and not (failed == GateFailed.exit_code and st.after_failed_gate):
                 continue
-            started = time.perf_counter()
             if not stale and L.why_stale(st, s, params, recorded.get(st.name), champion_key(champion)) is None:
-                res = StageResult(st.name, "cached")
-                result.stages.append(res)
-                tell("cached", st.name)
-                replay = st.load_replay()
-                if replay is not None:
-                    try:
-                        replay(_context(st, s, params, echo, champion, None))
-                    except MlciError as e:
-                        res.status, res.error = "failed", e.message
-                        result.exit_code, result.error = e.exit_code, e.message
-                        tell("failed", st.name, error=e.message)
+                run_.cached(st)
                 continue
-            if painter is None and any(t.needs_painter for t in todo):
+            if run_.painter is None and any(t.needs_painter for t in todo):
                 # Work to do, and a report to come: start its figure process now, before any heavy
                 # import, so that matplotlib loads while the other stages run.
                 from mlci.reporting.painter import Painter
 
-                painter = Painter()
+                run_.painter = Painter()
             stale = True  # everything downstream of a rerun stage reruns too
-            tell("start", st.name)
-            try:
-                out = _call(st, s, params, echo, champion, painter)
-            except MlciError as e:
-                res = StageResult(st.name, "failed", time.perf_counter() - started, e.message)
-                result.stages.append(res)
-                if not result.exit_code:  # a report failing after a failed gate keeps the gate's verdict
-                    result.exit_code, result.error = e.exit_code, e.message
-                tell("failed", st.name, error=e.message, seconds=res.seconds)
-                continue
-            res = StageResult(st.name, "ran", time.perf_counter() - started, output=out)
-            result.stages.append(res)
-            tell("done", st.name, seconds=res.seconds)
+            run_.execute(st)
     finally:
-        if painter is not None:
-            painter.close()
+        if run_.painter is not None:
+            run_.painter.close()
+    result = run_.result
     done = {r.name for r in result.stages}
     result.stages += [StageResult(st.name, "not run") for st in todo if st.name not in done]
     result.stages.sort(key=lambda r: STAGE_NAMES.index(r.name))
-    for o in observers:
+    for o in run_.observers:
         o.finished(result)
     return result
+
+
+class _Run:
+    """One run's state: its result so far, its observers, the figure process once started."""
+
+    def __init__(self, s, params, observers, echo, champion):
+        self.s, self.params, self.observers, self.echo, self.champion = s, params, observers, echo, champion
+        self.result, self.painter = RunResult(), None
+
+    def tell(self, kind: str, name: str, **info) -> None:
+        for o in self.observers:
+            o.event(kind, name, info)
+
+    def fail(self, res: StageResult, e: MlciError) -> None:
+        res.status, res.error = "failed", e.message
+        if not self.result.exit_code:  # a report failing after a failed gate keeps the gate's verdict
+            self.result.exit_code, self.result.error = e.exit_code, e.message
+        self.tell("failed", res.name, error=e.message, seconds=res.seconds)
+
+    def cached(self, st: Stage) -> None:
+        res = StageResult(st.name, "cached")
+        self.result.stages.append(res)
+        self.tell("cached", st.name)
+        replay = st.load_replay()
+        if replay is not None:
+            try:
+                replay(_context(st, self.s, self.params, self.echo, self.champion, None))
+            except MlciError as e:
+                self.fail(res, e)
+
+    def execute(self, st: Stage) -> None:
+        started = time.perf_counter()
+        self.tell("start", st.name)
+        res = StageResult(st.name, "ran")
+        self.result.stages.append(res)
+        try:
+            res.output = _call(st, self.s, self.params, self.echo, self.champion, self.painter)
+        except MlciError as e:
+            res.seconds = time.perf_counter() - started
+            self.fail(res, e)
+            return
+        res.seconds = time.perf_counter() - started
+        self.tell("done", st.name, seconds=res.seconds)

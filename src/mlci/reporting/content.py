@@ -69,27 +69,9 @@ def build(inp: ReportInputs, rp, groups: dict, min_group_size: int, champion=Non
         "data": inp.data_summary,
     }
 
-    champ_model, content["champion"] = _champion(champion, card)
-    champ_probas = {}
-    if champ_model is not None:
-        from mlci.evaluation.metrics import binary_metrics
-
-        champ_probas = {k: champion.proba(k, f) for k, f in frames.items()}
-        champ_threshold = decision_threshold(champ_model)
-        content["champion"]["metrics"] = {k: binary_metrics(ys[k], champ_probas[k], champ_threshold) for k in frames}
-
+    champ_probas = _compare(content, champion, card, frames, ys)
     y, p = ys[split], probas[split]
-    pred = p >= threshold
-    if groups:
-        from mlci.evaluation.groups import table
-
-        content["groups"] = [table(frames[split], y, pred, col, edges, min_group_size) for col, edges in groups.items()]
-    else:
-        content["groups"] = []
-    matrix = np.array([[np.sum(~y & ~pred), np.sum(~y & pred)], [np.sum(y & ~pred), np.sum(y & pred)]])
-    content["confusion"] = {"split": split, "labels": [ds.negative_label, ds.positive_label],
-                            "matrix": matrix.tolist()}
-
+    matrix = _groups_and_confusion(content, frames[split], y, p >= threshold, ds, groups, min_group_size)
     _figures(painter, content, y, p, champ_probas.get(split), matrix)
     content["importance"] = importance_job.result()
     _importance_figure(painter, content["importance"])
@@ -98,6 +80,33 @@ def build(inp: ReportInputs, rp, groups: dict, min_group_size: int, champion=Non
     pngs = painter.results()
     content["plots"] = {name.removesuffix(".png"): f"{PLOTS_DIR}/{name}" for name in pngs}
     return content, pngs
+
+
+def _compare(content: dict, champion, card: dict, frames: dict, ys: dict) -> dict:
+    """The champion's note and metrics on the same rows into ``content``; its probabilities per split."""
+    champ_model, content["champion"] = _champion(champion, card)
+    if champ_model is None:
+        return {}
+    from mlci.evaluation.metrics import binary_metrics
+    from mlci.modeling.estimator import decision_threshold
+
+    champ_probas = {k: champion.proba(k, f) for k, f in frames.items()}
+    champ_threshold = decision_threshold(champ_model)
+    content["champion"]["metrics"] = {k: binary_metrics(ys[k], champ_probas[k], champ_threshold) for k in frames}
+    return champ_probas
+
+
+def _groups_and_confusion(content: dict, frame, y, pred, ds, groups: dict, min_group_size: int) -> np.ndarray:
+    if groups:
+        from mlci.evaluation.groups import table
+
+        content["groups"] = [table(frame, y, pred, col, edges, min_group_size) for col, edges in groups.items()]
+    else:
+        content["groups"] = []
+    matrix = np.array([[np.sum(~y & ~pred), np.sum(~y & pred)], [np.sum(y & ~pred), np.sum(y & pred)]])
+    content["confusion"] = {"split": content["figures_split"], "labels": [ds.negative_label, ds.positive_label],
+                            "matrix": matrix.tolist()}
+    return matrix
 
 
 def _metrics(y: np.ndarray, proba: np.ndarray, rp, threshold: float) -> dict:

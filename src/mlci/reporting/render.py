@@ -36,55 +36,66 @@ def _ci(m: dict | None) -> str:
 
 def blocks(c: dict) -> list[tuple]:
     """The report as ("h", level, text) / ("p", text) / ("table", header, rows) / ("img", key, caption)."""
-    out: list[tuple] = [("h", 1, f"mlci report: {c['dataset']} model {c['model']['sha256'][7:19]}")]
-    gate = c.get("gate")
+    out: list[tuple] = []
+    for section in (_head, _gate, _metrics, _champion, _figures, _groups, _importance, _data):
+        out += section(c)
+    return out
+
+
+def _head(c: dict) -> list[tuple]:
+    gate, champ = c.get("gate"), c["champion"]
     verdict = "no gate verdict" if gate is None else ("gate PASSED" if gate["passed"] else "gate FAILED")
-    champ = c["champion"]
-    out.append(("p", f"{verdict}; trained {c['model'].get('trained_at')}; generated {c['generated_at']}; "
-                     f"champion: {('v' + champ['version']) if champ.get('version') else champ.get('note')}."))
+    return [("h", 1, f"mlci report: {c['dataset']} model {c['model']['sha256'][7:19]}"),
+            ("p", f"{verdict}; trained {c['model'].get('trained_at')}; generated {c['generated_at']}; "
+                  f"champion: {('v' + champ['version']) if champ.get('version') else champ.get('note')}.")]
 
-    out.append(("h", 2, "Gate"))
-    if gate:
-        rows = []
-        for r in gate["rules"]:
-            rows.append([rule_label(r), _f(r["value"]), _f(r.get("threshold")), _f(r.get("champion_value")),
-                         ("pass" if r["passed"] else "**FAIL**") + (f" ({r['note']})" if r.get("note") else "")])
-        out.append(("table", ["rule", "value", "threshold", "champion value", "verdict"], rows))
-    else:
-        out.append(("p", "The gate has not run for this model."))
 
-    out.append(("h", 2, "Metrics"))
-    level = f"{c['confidence']:.0%}"
-    splits = list(c["metrics"])
+def _gate(c: dict) -> list[tuple]:
+    gate = c.get("gate")
+    if not gate:
+        return [("h", 2, "Gate"), ("p", "The gate has not run for this model.")]
+    rows = [[rule_label(r), _f(r["value"]), _f(r.get("threshold")), _f(r.get("champion_value")),
+             ("pass" if r["passed"] else "**FAIL**") + (f" ({r['note']})" if r.get("note") else "")]
+            for r in gate["rules"]]
+    return [("h", 2, "Gate"), ("table", ["rule", "value", "threshold", "champion value", "verdict"], rows)]
+
+
+def _metrics(c: dict) -> list[tuple]:
+    level, splits = f"{c['confidence']:.0%}", list(c["metrics"])
     note = f"Point estimate [{level} bootstrap interval, {c['bootstrap_resamples']} resamples]." \
         if c["bootstrap_resamples"] else "Point estimates (bootstrap off)."
-    out.append(("p", note + (f" {c['test_note'].capitalize()}." if c.get("test_note") else "")))
-    out.append(("table", ["metric", *splits],
-                [[name + (" (lower is better)" if key in LOWER_IS_BETTER else ""),
-                  *(_ci(c["metrics"][sp].get(key)) for sp in splits)] for key, name in METRICS.items()]))
+    return [("h", 2, "Metrics"),
+            ("p", note + (f" {c['test_note'].capitalize()}." if c.get("test_note") else "")),
+            ("table", ["metric", *splits],
+             [[name + (" (lower is better)" if key in LOWER_IS_BETTER else ""),
+               *(_ci(c["metrics"][sp].get(key)) for sp in splits)] for key, name in METRICS.items()])]
 
-    out.append(("h", 2, "Compared with the champion"))
-    if champ.get("metrics"):
-        rows = []
-        for key, name in METRICS.items():
-            row = [name]
-            for sp in splits:
-                new, old = c["metrics"][sp][key]["value"], champ["metrics"][sp].get(key)
-                row += [_f(old), "–" if old is None else f"{new - old:+.4f}"]
-            rows.append(row)
-        header = ["metric"] + [h for sp in splits for h in (f"champion {sp}", f"delta {sp}")]
-        out.append(("p", f"Champion v{champ['version']} scored on the same rows; delta = candidate - champion. "
-                         "The ROC figure overlays both."))
-        out.append(("table", header, rows))
-    else:
-        out.append(("p", champ.get("note", "no champion")))
 
-    out.append(("h", 2, f"Figures ({c['figures_split']} split)"))
-    for key, caption in FIGURES.items():
-        if key in c.get("plots", {}):
-            out.append(("img", key, caption))
+def _champion(c: dict) -> list[tuple]:
+    champ, splits = c["champion"], list(c["metrics"])
+    if not champ.get("metrics"):
+        return [("h", 2, "Compared with the champion"), ("p", champ.get("note", "no champion"))]
+    rows = []
+    for key, name in METRICS.items():
+        row = [name]
+        for sp in splits:
+            new, old = c["metrics"][sp][key]["value"], champ["metrics"][sp].get(key)
+            row += [_f(old), "–" if old is None else f"{new - old:+.4f}"]
+        rows.append(row)
+    header = ["metric"] + [h for sp in splits for h in (f"champion {sp}", f"delta {sp}")]
+    return [("h", 2, "Compared with the champion"),
+            ("p", f"Champion v{champ['version']} scored on the same rows; delta = candidate - champion. "
+                  "The ROC figure overlays both."),
+            ("table", header, rows)]
 
-    out.append(("h", 2, f"Per-group metrics ({c['figures_split']} split)"))
+
+def _figures(c: dict) -> list[tuple]:
+    return [("h", 2, f"Figures ({c['figures_split']} split)")] + [
+        ("img", key, caption) for key, caption in FIGURES.items() if key in c.get("plots", {})]
+
+
+def _groups(c: dict) -> list[tuple]:
+    out: list[tuple] = [("h", 2, f"Per-group metrics ({c['figures_split']} split)")]
     if not c["groups"]:
         out.append(("p", "No group columns configured (fairness.groups)."))
     for g in c["groups"]:
@@ -96,28 +107,33 @@ def blocks(c: dict) -> list[tuple]:
                     [[r["group"] + ("" if r["in_gaps"] else " *"), f"{r['count']:,}", _f(r["accuracy"]),
                       _f(r["selection_rate"]), _f(r["true_positive_rate"]), _f(r["false_positive_rate"])]
                      for r in g["groups"]]))
+    return out
 
-    out.append(("h", 2, "Feature importance"))
-    out.append(("table", ["feature", "gain share", "permutation ROC-AUC drop"],
-                [[r["feature"], _f(r["gain_share"], 3),
-                  f"{r['permutation_mean']:.4f} ± {r['permutation_std']:.4f}" if "permutation_mean" in r else "–"]
-                 for r in c["importance"]]))
 
-    out.append(("h", 2, "Data"))
+def _importance(c: dict) -> list[tuple]:
+    return [("h", 2, "Feature importance"),
+            ("table", ["feature", "gain share", "permutation ROC-AUC drop"],
+             [[r["feature"], _f(r["gain_share"], 3),
+               f"{r['permutation_mean']:.4f} ± {r['permutation_std']:.4f}" if "permutation_mean" in r else "–"]
+              for r in c["importance"]])]
+
+
+def _data(c: dict) -> list[tuple]:
     d = c.get("data")
     if d is None:
-        out.append(("p", "No preprocess metadata found."))
-    else:
-        out.append(("p", f"Source {d['source']} ({d['data_sha256']}): {d['rows_read']:,} rows read, "
-                         f"{d['rows_valid']:,} valid, {d['rows_rejected']:,} rejected ({d['reject_share']:.2%})."))
-        out.append(("table", ["split", "rows", f"positive share ({c['labels']['positive']})"],
-                    [[sp, f"{n:,}", _f(d["positive_share"].get(sp), 3)] for sp, n in d["rows"].items()]))
-        missing = d.get("missing_values") or {}
-        out.append(("table", ["column", "missing values"], [[k, f"{v:,}"] for k, v in missing.items()])
-                   if missing else ("p", "No missing values."))
-        reasons = d.get("reject_reasons") or {}
-        if reasons:
-            out.append(("table", ["reject reason", "rows"], [[k, f"{v:,}"] for k, v in reasons.items()]))
+        return [("h", 2, "Data"), ("p", "No preprocess metadata found.")]
+    out: list[tuple] = [
+        ("h", 2, "Data"),
+        ("p", f"Source {d['source']} ({d['data_sha256']}): {d['rows_read']:,} rows read, "
+              f"{d['rows_valid']:,} valid, {d['rows_rejected']:,} rejected ({d['reject_share']:.2%})."),
+        ("table", ["split", "rows", f"positive share ({c['labels']['positive']})"],
+         [[sp, f"{n:,}", _f(d["positive_share"].get(sp), 3)] for sp, n in d["rows"].items()])]
+    missing = d.get("missing_values") or {}
+    out.append(("table", ["column", "missing values"], [[k, f"{v:,}"] for k, v in missing.items()])
+               if missing else ("p", "No missing values."))
+    reasons = d.get("reject_reasons") or {}
+    if reasons:
+        out.append(("table", ["reject reason", "rows"], [[k, f"{v:,}"] for k, v in reasons.items()]))
     return out
 
 
