@@ -3,7 +3,9 @@
 
     python3 tasks.py run      # set up .venv, then run the whole pipeline on the bundled data
     python3 tasks.py test     # set up .venv (with test tools), then run the test suite
+    python3 tasks.py test-unit  # only the fast unit tier (tests/unit: pytest -m unit, seconds)
     python3 tasks.py bench    # the pipeline benchmark (bench/pipeline.py)
+    python3 tasks.py bench-report     # what the report costs (bench/report.py)
     python3 tasks.py bench-tracking   # what MLflow tracking costs a run (bench/tracking.py)
     python3 tasks.py bench-container  # image size, build times (bench/container.py; needs DOCKER_HOST)
     python3 tasks.py bench-serve      # mlci serve vs mlflow models serve (bench/serve.py; needs wrk)
@@ -81,6 +83,8 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "mlci"), "run", *rest])
     if task == "test":
         return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest])
+    if task == "test-unit":
+        return subprocess.call([str(BIN / "python"), "-m", "pytest", "-m", "unit", *rest])
     if task == "bench":
         return subprocess.call([str(BIN / "python"), "bench/pipeline.py", *rest])
     if task == "bench-container":

@@ -18,9 +18,24 @@ SHARED = ROOT.parent / "shared" / "data"
 BUNDLED = ROOT / "data" / "raw"
 PATH_VARS = (*WORKSPACE_VARS, "MLFLOW_TRACKING_URI", "MLCI_NO_TRACK")
 
+TIERS = ("unit", "integration", "system")  # tests/<tier>/: the marker each test gets (pyproject.toml)
+
 UCI_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education.num", "marital.status", "occupation",
                "relationship", "race", "sex", "capital.gain", "capital.loss", "hours.per.week",
                "native.country", "income"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the markers
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its tier, from its folder: ``pytest -m unit`` runs tests/unit only."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            tier = Path(item.path).resolve().relative_to(tests).parts[0]
+        except ValueError:
+            continue  # not under tests/ (a file named on the command line from elsewhere)
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 def populate(ws: Path) -> Path:
@@ -65,7 +80,7 @@ def workspace(tmp_path, monkeypatch):
     """A fresh working directory with the repository's params.yaml and the real data, env cleared."""
     for var in PATH_VARS:
         monkeypatch.delenv(var, raising=False)
-    # The core pipeline's tests run untracked; tests/test_tracking.py turns tracking on.
+    # The core pipeline's tests run untracked; tests/integration/test_tracking.py turns tracking on.
     monkeypatch.setenv("MLCI_NO_TRACK", "1")
     monkeypatch.chdir(tmp_path)
     return populate(tmp_path)

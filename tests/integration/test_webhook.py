@@ -16,10 +16,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import PATH_VARS, adult_data, repo_files
+from conftest import PATH_VARS, ROOT, adult_data, repo_files
 from servers import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cret-for-tests"
 HOSTILE = "$(touch${IFS}pwned)"  # a legal branch name
 HOOK = """#!{python}

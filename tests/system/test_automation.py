@@ -12,9 +12,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import repo_files
+from conftest import ROOT, repo_files
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GROOVY_LINT = "npm-groovy-lint@15.2.2"  # 15: Node 20 and the installed Java (18 needs Node 22)
 CHAIN = ["github-to-container", "preprocessing", "train", "test"]
