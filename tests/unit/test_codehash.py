@@ -1,8 +1,8 @@
-"""mlci.pipeline.codehash: a stage's code is the closure of the mlci modules it imports (read, not imported)."""
+"""mlci.codehash: a stage's code is the closure of the mlci modules it imports (read, not imported)."""
 
 from __future__ import annotations
 
-from mlci.pipeline.codehash import ROOT, closure, code_hash
+from mlci.codehash import ROOT, closure, code_hash
 from mlci.pipeline.lock import stage_code
 from mlci.pipeline.table import stage
 
@@ -31,3 +31,12 @@ def test_code_hash_is_stable_and_tells_stages_apart():
     assert train == code_hash(modules(stage("train"))) == stage_code(stage("train"))
     assert train.startswith("sha256:") and len(train) == len("sha256:") + 64
     assert train != code_hash(modules(stage("gate")))
+
+
+def test_an_unknown_module_is_refused_not_hashed_as_nothing():
+    import pytest
+
+    from mlci.codehash import closure
+
+    with pytest.raises(ValueError, match="mlci.reporting.plotz"):
+        closure(("mlci.reporting.plotz",))

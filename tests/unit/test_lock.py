@@ -123,8 +123,6 @@ def test_wrong_shaped_stage_records_are_dropped(tmp_path):
     assert read_lock(lock) == {"train": {"code": "t"}}
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="bug: why_stale calls .get on a record's deps/outs without checking they are mappings")
 def test_a_record_with_deps_of_the_wrong_shape_is_stale_not_a_crash(ws):
     s, params = ws
     assert why_stale(GATE, s, params, gate_record(s) | {"deps": [str(META)]}, None) is not None
