@@ -25,7 +25,8 @@ EXIT_CODES = {
     USAGE: "bad command line, params.yaml or -S override",
     GATE_FAILED: "the gate failed: the model is not good enough",
     DATA: "an input file is structurally invalid (missing, empty, wrong columns, undecodable, ...)",
-    REJECTS: "the share of rejected rows exceeds preprocess.max_reject_share",
+    REJECTS: "too many rows rejected: more than preprocess.max_reject_share, or any in `mlci predict` "
+             "without --allow-rejects",
     PREREQUISITE: "a stage's inputs are missing (run the earlier stages first)",
     BUSY: "another mlci process is using this workspace",
     TRACKING: "the tracking server or model registry is unreachable, or a model artifact there is missing or corrupt",

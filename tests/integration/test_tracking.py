@@ -63,7 +63,7 @@ def test_run_is_recorded_registered_and_promoted(tracked):
     (run,) = runs(tracked)
     assert run.info.run_id == summary["run_id"] and run.info.status == "FINISHED"
     m, p, t = run.data.metrics, run.data.params, run.data.tags
-    assert m["validation_acc"] > 0.86 and m["test_acc"] > 0.86 and m["rows_rejected"] == 0 and m["rows_read"] == 32561
+    assert m["validation_acc"] > 0.86 and m["test_acc"] > 0.85 and m["rows_rejected"] == 0 and m["rows_read"] == 32561
     assert p["train.n_estimators"] == "400" and p["dataset"] == "adult"
     assert t["mlci.data_sha256"].startswith("sha256:5b00264637dbfec3")
     assert t["mlci.gate"] == "passed" and t["mlci.cached"] == "false" and t["mlci.command"] == "run"

@@ -142,7 +142,7 @@ def test_push_runs_the_pipeline_queues_supersedes_and_reports_the_gate(server):
 
     run = server.wait(first)
     assert run["status"] == "passed" and run["exit_code"] == 0 and run["runner"] == "host"
-    assert run["gate"]["passed"] is True and run["metrics"]["test_acc"] >= 0.86
+    assert run["gate"]["passed"] is True and run["metrics"]["test_acc"] >= 0.85
     assert "train" in run["log"] and "is the champion" in run["log"]
     superseded = server.wait(second)
     assert superseded["status"] == "superseded" and superseded["started_at"] is None
@@ -233,7 +233,7 @@ def test_push_runs_the_pipeline_in_the_commits_image(tmp_path):
         srv.git("push", "-q", "origin", "main")
         run = srv.wait(srv.git("rev-parse", "HEAD"), timeout=900)
         assert run["runner"] == "docker" and run["status"] == "passed", run["log"][-3000:]
-        assert run["gate"]["passed"] is True and run["metrics"]["test_acc"] >= 0.86
+        assert run["gate"]["passed"] is True and run["metrics"]["test_acc"] >= 0.85
         assert "docker build" in run["log"]
     finally:
         srv.proc.terminate()

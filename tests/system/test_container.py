@@ -98,7 +98,7 @@ def test_one_shot_run_writes_to_the_volume_as_the_caller(image, tmp_path):
                   check=False)
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((results / "test_metadata.json").read_text())
-    assert meta["test_acc"] > 0.86
+    assert meta["test_acc"] > 0.85
     assert (results / "train_metadata.json").stat().st_uid == uid
 
 

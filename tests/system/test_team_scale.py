@@ -51,7 +51,7 @@ def test_pipeline_against_a_real_tracking_server(server, tmp_path):
     summary = json.loads(proc.stdout)["tracking"]
     c = client(server)
     run = c.get_run(summary["run_id"])
-    assert run.info.status == "FINISHED" and run.data.metrics["test_acc"] > 0.86
+    assert run.info.status == "FINISHED" and run.data.metrics["test_acc"] > 0.85
     mv = c.get_model_version_by_alias(name, "champion")
     assert str(mv.version) == summary["version"] == "1"
     # The artifact lives under the server's local artifact root and loads with MLflow's own tools.

@@ -205,12 +205,16 @@ def status(ctx: click.Context, overrides: tuple[str, ...], as_json: bool, no_tra
               help="CSV to write: the input rows in order plus probability and prediction.")
 @click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Model directory (default: $MODEL_DIR).")
+@click.option("--strict", is_flag=True, help="Reject rows with a category the model never saw (default: scored as missing).")
+@click.option("--allow-rejects", is_flag=True, help="Exit 0 even when some rows failed validation (they stay unscored).")
 @click.pass_context
 @handle_errors
-def predict(ctx: click.Context, input_path: Path, output: Path, model_dir: Path | None) -> None:
+def predict(ctx: click.Context, input_path: Path, output: Path, model_dir: Path | None, strict: bool,
+            allow_rejects: bool) -> None:
     """Score raw records (either file shape; a label column is ignored)."""
     from mlci.stages.predict import predict as score
 
     s = S.from_env(ctx.obj.get("params_file"))
-    summary = score(input_path, output, model_dir or s.model_dir, echo=lambda m: click.echo(m, err=True))
+    summary = score(input_path, output, model_dir or s.model_dir, echo=lambda m: click.echo(m, err=True),
+                    strict=strict, allow_rejects=allow_rejects)
     click.echo(json.dumps(summary))

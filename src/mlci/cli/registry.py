@@ -40,8 +40,11 @@ def promote(ctx: click.Context, version: str, reason: str) -> None:
     with reg.promotion_lock():
         previous = reg.champion()
         reg.set_champion(version, reason)
-    was = f" (was v{previous.version})" if previous else ""
-    click.echo(f"{reg.name} v{version} is now the {reg.alias}{was}")
+    if previous is not None and str(previous.version) == version:
+        click.echo(f"{reg.name} v{version} is already the {reg.alias} (this promotion is recorded in its history)")
+    else:
+        was = f" (was v{previous.version})" if previous else ""
+        click.echo(f"{reg.name} v{version} is now the {reg.alias}{was}")
 
 
 @main.command(epilog=epilog())
@@ -59,13 +62,17 @@ def rollback(ctx: click.Context, reason: str) -> None:
 @main.command(epilog=epilog())
 @click.option("-n", "--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--promotions", is_flag=True, help="Every promotion and rollback of the champion instead, oldest first.")
 @click.pass_context
 @handle_errors
-def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
+def runs(ctx: click.Context, limit: int, as_json: bool, promotions: bool) -> None:
     """Recent tracked runs: id, commit, time, key metrics, gate verdict, promotion."""
     from mlci.tracking.runs import run_row
 
     s, reg = _registry(ctx)
+    if promotions:
+        _promotions(reg, as_json)
+        return
     rows = [run_row(r) for r in reg.runs(limit)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -86,6 +93,21 @@ def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
                       f"v{r['model_version']}" if r["model_version"] else "", "yes" if r["promoted"] else "",
                       r["status"])
     Console(width=160).print(table)
+
+
+def _promotions(reg, as_json: bool) -> None:
+    try:
+        events = reg.history()
+    except Exception:  # noqa: BLE001 - no registered model yet
+        events = []
+    if as_json:
+        click.echo(json.dumps(events, indent=2))
+        return
+    if not events:
+        click.echo(f"{reg.name}: no promotion yet")
+    for e in events:
+        was = f" (was v{e['from']})" if e.get("from") else ""
+        click.echo(f"{e['at']}  {e['kind']:8}  v{e['version']}{was}  by {e['by']}: {e['reason']}")
 
 
 @main.command(epilog=epilog())

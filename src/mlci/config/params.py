@@ -28,7 +28,7 @@ from mlci.errors import UsageError
 class SplitParams(Strict):
     validation: float = Field(0.2, gt=0, lt=1)
     test: float = Field(0.2, gt=0, lt=1)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=10**15)
 
     @model_validator(mode="after")
     def _check(self) -> "SplitParams":
@@ -57,7 +57,7 @@ class TrainParams(Strict):
     reg_lambda: float = Field(0.0, ge=0)
     cat_smooth: float = Field(10.0, ge=0)
     min_data_per_group: int = Field(50, ge=1)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=10**15)
     #: Threads for LightGBM; 0 means all cores. Results do not depend on it.
     n_jobs: int = Field(0, ge=0)
 
@@ -108,7 +108,7 @@ class BestParams(Strict):
     #: CatBoost / XGBoost rounds (LightGBM's come from tuning or ``train``).
     catboost_iterations: int = Field(600, ge=1)
     xgboost_rounds: int = Field(500, ge=1)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=10**15)
     #: Threads; 0 = all cores. Results do not depend on it.
     n_jobs: int = Field(0, ge=0)
 

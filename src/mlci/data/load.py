@@ -53,14 +53,21 @@ class Loaded:
     row_lines: np.ndarray | None = None  # the file line of every row read
     raw: pa.Table | None = None  # every row read, as trimmed strings (for scoring output)
     valid: np.ndarray | None = None  # which rows of ``raw`` are in ``frame``
+    #: Values not among a categorical column's declared categories, per column, when they were kept
+    #: as missing (``unknown_categories="missing"``) instead of rejecting their row.
+    unknown_categories: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows_rejected(self) -> int:
         return len(self.rejects)
 
 
-def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True) -> Loaded:
-    """Load and validate ``path``. With ``require_target=False`` (scoring) the label is optional and ignored."""
+def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True,
+               unknown_categories: str = "reject") -> Loaded:
+    """Load and validate ``path``. With ``require_target=False`` (scoring) the label is optional and ignored.
+
+    ``unknown_categories="missing"`` (scoring): a value outside a column's declared categories is kept
+    as missing, as the model treats it, and counted, instead of rejecting the row."""
     path = Path(path)
     data = _read_bytes(path)
     sha = bytes_hash(data)
@@ -92,7 +99,9 @@ def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True) -> Lo
         table = table.drop_columns([ds.target])
         names = [n for n in names if n != ds.target]
 
-    frame, rejects, reasons, valid = _validate(table, names, ds, lines)
+    unknown: dict[str, int] = {}
+    frame, rejects, reasons, valid = _validate(table, names, ds, lines,
+                                               unknown if unknown_categories == "missing" else None)
     return Loaded(
         frame=frame,
         rejects=rejects,
@@ -103,6 +112,7 @@ def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True) -> Lo
         row_lines=lines,
         raw=raw,
         valid=valid,
+        unknown_categories=unknown,
     )
 
 
@@ -250,8 +260,9 @@ def _check_repeated_header(path: Path, table: pa.Table, header: list[str], lines
 
 
 def _validate(
-    table: pa.Table, names: list[str], ds: DatasetDef, lines: np.ndarray
+    table: pa.Table, names: list[str], ds: DatasetDef, lines: np.ndarray, unknown: dict[str, int] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int], np.ndarray]:
+    """Typed columns and rejected rows. ``unknown``: count unseen categories here instead of rejecting."""
     n = table.num_rows
     missing_set = pa.array(ds.missing_values, pa.string())
     reason = np.full(n, -1, dtype=np.int32)  # index into `reasons`, first problem wins
@@ -268,7 +279,10 @@ def _validate(
             reason[fresh] = len(reasons) - 1
             bad_value_col[fresh] = col_idx
 
-    checks = {"label": _label_column, "categorical": _categorical_column}
+    def categorical(arr, missing, col, ds, flag):
+        return _categorical_column(arr, missing, col, ds, flag, unknown)
+
+    checks = {"label": _label_column, "categorical": categorical}
     for idx, name in enumerate(names):
         col: Column = by_name[name]
         arr = table.column(name)
@@ -299,13 +313,16 @@ def _label_column(arr, missing, col: Column, ds: DatasetDef, flag) -> pd.Categor
     return pd.Categorical.from_codes(_np(pc.fill_null(codes, -1)), categories=[ds.negative_label, ds.positive_label])
 
 
-def _categorical_column(arr, missing, col: Column, ds: DatasetDef, flag) -> pd.Categorical:
+def _categorical_column(arr, missing, col: Column, ds: DatasetDef, flag, unknown=None) -> pd.Categorical:
     cats = col.categories
     if cats is None:
         cats = sorted(pc.unique(pc.filter(arr, pc.invert(missing))).to_pylist())
     else:
-        flag(_np(pc.and_(pc.invert(missing), pc.invert(pc.is_in(arr, value_set=pa.array(cats))))),
-             f"unknown category in {col.name!r}")
+        unseen = _np(pc.and_(pc.invert(missing), pc.invert(pc.is_in(arr, value_set=pa.array(cats)))))
+        if unknown is None:
+            flag(unseen, f"unknown category in {col.name!r}")
+        elif unseen.any():
+            unknown[col.name] = int(unseen.sum())
     codes = pc.index_in(arr, value_set=pa.array(cats, pa.string()))
     return pd.Categorical.from_codes(_np(pc.fill_null(codes, -1)), categories=cats)
 

@@ -13,12 +13,17 @@ TUTORIAL_PASS = "validation accuracy is higher than the threshold"
 TUTORIAL_FAIL = "validation accuracy is lower than the threshold, process stopped"
 
 
+NOT_EVALUATED = "not evaluated (tracking off)"
+
+
 def evaluate(rules, meta: dict, champion: dict | None = None, no_champion: str = "no champion yet",
-             where: str = "train_metadata.json") -> dict:
+             where: str = "train_metadata.json", tracking: bool = True) -> dict:
     """Each rule of ``rules`` (``GateRule``s) against ``meta`` (train_metadata.json's content).
 
     ``champion`` is ``{"version": ..., "metrics": {...}}`` with the champion's metrics measured on the
-    same validation rows; without one, relative rules pass and say why (``no_champion``).
+    same validation rows (and an optional ``caveat`` noted on every relative rule); without one,
+    relative rules pass and say why (``no_champion``). With ``tracking`` off there is no champion to
+    ask: relative rules are marked not evaluated (they neither pass nor fail the gate).
     Returns ``{"passed", "rules", "champion"}``.
     """
     out = []
@@ -33,6 +38,9 @@ def evaluate(rules, meta: dict, champion: dict | None = None, no_champion: str =
             entry.update(op=">=", threshold=rule.min, passed=value >= rule.min)
         elif rule.max is not None:
             entry.update(op="<=", threshold=rule.max, passed=value <= rule.max)
+        elif not tracking:
+            entry.update(op=">=" if rule.max_drop is not None else "<=", threshold=None, passed=True,
+                         evaluated=False, note=NOT_EVALUATED)
         elif champ is None:
             entry.update(op=">=" if rule.max_drop is not None else "<=", threshold=None, passed=True,
                          note=f"{no_champion}: relative rule passes")
@@ -42,12 +50,14 @@ def evaluate(rules, meta: dict, champion: dict | None = None, no_champion: str =
             entry.update(op="<=", threshold=round(champ + rule.max_rise, 6), passed=value <= champ + rule.max_rise)
         if rule.relative:
             entry["relative"] = {"max_drop": rule.max_drop} if rule.max_drop is not None else {"max_rise": rule.max_rise}
+            if champ is not None and champion.get("caveat"):
+                entry["note"] = champion["caveat"]
         entry["passed"] = bool(entry["passed"])
         out.append(entry)
     return {
         "passed": all(r["passed"] for r in out),
         "rules": out,
-        "champion": {"version": champion["version"]} if champion else None,
+        "champion": {k: champion[k] for k in ("version", "caveat") if k in champion} if champion else None,
     }
 
 
@@ -76,6 +86,8 @@ def gate_messages(result: dict) -> list[str]:
     for r in result["rules"]:
         if r["metric"] == "validation_acc" and r["op"] == ">=" and "relative" not in r:
             lines.append(TUTORIAL_PASS if r["passed"] else TUTORIAL_FAIL)
+        elif r.get("evaluated") is False:
+            lines.append(f"{rule_label(r)}: {r['note']}")
         else:
             lines.append(f"{describe(r)}: {'pass' if r['passed'] else 'FAIL'}")
     return lines

@@ -29,7 +29,7 @@ def resolved_params(params: Resolved, st: Stage, champion: str | None = UNTRACKE
     out = {section: params.section(section) for section in st.params}
     if "best" in out and params.section("train")["profile"] != "best":
         del out["best"]  # the best profile's settings do not change a default-profile model
-    if st.uses_champion:
+    if st.uses_champion(params):
         out["champion"] = champion
     return out
 
@@ -124,7 +124,7 @@ def note_promoted(s: S.Settings, version: str) -> None:
     changed = False
     for st in STAGES:
         rec = lock.get(st.name)
-        if st.uses_champion and rec and isinstance(rec.get("params"), dict) and "champion" in rec["params"]:
+        if rec and isinstance(rec.get("params"), dict) and "champion" in rec["params"]:
             rec["params"]["champion"] = str(version)
             changed = True
     if changed:

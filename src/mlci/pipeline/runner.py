@@ -59,21 +59,27 @@ def champion_key(champion) -> str | None:
     return L.UNTRACKED if champion is None else champion.version
 
 
+def producers(st: Stage, s: S.Settings) -> list[str]:
+    """The earlier stages that write a file ``st`` reads: when one of them reruns, ``st`` reruns too."""
+    deps = {str(p) for p in st.deps(s)}
+    return [u.name for u in STAGES[: STAGE_NAMES.index(st.name)] if deps & {str(p) for p in u.outs(s)}]
+
+
 def staleness(s: S.Settings, params: Resolved, champion=None) -> dict[str, str | None]:
     """For each stage, None if ``mlci run`` would skip it, else why it would run (``mlci status``)."""
-    recorded, out, upstream = L.read_lock(s.lock_path), {}, None
+    recorded, out = L.read_lock(s.lock_path), {}
     for st in STAGES:
         why = L.why_stale(st, s, params, recorded.get(st.name), champion_key(champion))
-        out[st.name] = why or (f"after {upstream}" if upstream else None)
-        upstream = upstream or (st.name if why else None)
+        upstream = [u for u in producers(st, s) if out.get(u)]
+        out[st.name] = why or (f"{upstream[0]} reruns and writes what it reads" if upstream else None)
     return out
 
 
 def _context(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter):
     from mlci.stages.context import StageContext, StageParams
 
-    return StageContext(s, StageParams(params, st.params), echo, champion if st.uses_champion else None,
-                        painter)
+    return StageContext(s, StageParams(params, st.params), echo, champion if st.uses_champion(params) else None,
+                        painter, tracking=champion is not None)
 
 
 def _call(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter) -> Any:
@@ -108,14 +114,16 @@ def run(
             raise UsageError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
     run_ = _Run(s, params, list(observers), echo, champion)
     todo = [stage(only)] if only else list(STAGES[: STAGE_NAMES.index(until) + 1])
-    stale = force or only is not None
-    recorded = L.read_lock(s.lock_path)
+    recorded, ran = L.read_lock(s.lock_path), set()
     try:
         for st in todo:
             failed = run_.result.exit_code
             if failed and not (failed == GateFailed.exit_code and st.after_failed_gate):
                 continue
-            if not stale and L.why_stale(st, s, params, recorded.get(st.name), champion_key(champion)) is None:
+            # A stage reruns when it is stale itself, or when a stage that writes what it reads reran
+            # (``mlci status`` predicts exactly this).
+            if not (force or only or ran & set(producers(st, s))) and \
+                    L.why_stale(st, s, params, recorded.get(st.name), champion_key(champion)) is None:
                 run_.cached(st)
                 continue
             if run_.painter is None and any(t.needs_painter for t in todo):
@@ -124,11 +132,13 @@ def run(
                 from mlci.reporting.painter import Painter
 
                 run_.painter = Painter()
-            stale = True  # everything downstream of a rerun stage reruns too
+            ran.add(st.name)
             run_.execute(st)
     finally:
         if run_.painter is not None:
             run_.painter.close()
+    if not only and not run_.result.exit_code:
+        _retire_later_outputs(s, params, until, champion, echo)
     result = run_.result
     done = {r.name for r in result.stages}
     result.stages += [StageResult(st.name, "not run") for st in todo if st.name not in done]
@@ -136,6 +146,22 @@ def run(
     for o in run_.observers:
         o.finished(result)
     return result
+
+
+def _retire_later_outputs(s: S.Settings, params: Resolved, until: str, champion, echo) -> None:
+    """After ``--until``, the outputs of later stages that describe another model (a report of the
+    previous model, say) must not be left looking current: they are removed, and say so."""
+    recorded = L.read_lock(s.lock_path)
+    for st in STAGES[STAGE_NAMES.index(until) + 1:]:
+        if st.name not in recorded or L.why_stale(st, s, params, recorded[st.name], champion_key(champion)) is None:
+            continue
+        gone = [p for p in st.outs(s) if p.is_file()]
+        for p in gone:
+            p.unlink()
+        L.forget(st, s)
+        if gone:
+            echo(f"{st.name}: removed {len(gone)} output(s) of an earlier model ({', '.join(str(p) for p in gone[:3])}"
+                 f"{', ...' if len(gone) > 3 else ''}); `mlci run` makes them again")
 
 
 class _Run:

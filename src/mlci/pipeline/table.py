@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from mlci.config import settings as S
+from mlci.config.resolve import Resolved
 
 Paths = Callable[[S.Settings], list[Path]]
 
@@ -27,8 +28,9 @@ class Stage:
     params: tuple[str, ...]
     deps: Paths
     outs: Paths
-    #: Compares with the champion: its lock record names the champion it compared with.
-    uses_champion: bool = False
+    #: Whether, with these parameters, it compares with the champion (then its lock record names the
+    #: champion it compared with, and a new champion makes it stale).
+    compares: Callable[[Resolved], bool] | None = None
     #: Runs after a failed gate too (a reviewer needs the report most then).
     after_failed_gate: bool = False
     #: Wants the report's figure process started early, when the run has work to do.
@@ -41,6 +43,9 @@ class Stage:
     @property
     def module(self) -> str:
         return self.function.partition(":")[0]
+
+    def uses_champion(self, params: Resolved) -> bool:
+        return self.compares is not None and self.compares(params)
 
     def load(self) -> Callable:
         return _resolve(self.function)
@@ -81,14 +86,17 @@ STAGES: tuple[Stage, ...] = (
         ("gate",),
         lambda s: [s.result(S.TRAIN_METADATA)],
         lambda s: [s.result(S.GATE_FILE), s.result(S.JUNIT_FILE)],
-        uses_champion=True,
+        compares=lambda p: any(r.get("max_drop") is not None or r.get("max_rise") is not None
+                               for r in p.section("gate")["rules"]),
         replay="mlci.stages.gate:replay",
     ),
     Stage(
         "test", "mlci.stages.test:test",
         "Score the test split (only after a passing gate); write test_metadata.json.",
         (),
-        lambda s: [s.model_path, s.model_card_path, s.split_path("test"), s.result(S.GATE_FILE)],
+        # Not gate.json: a verdict re-evaluated against a new champion does not change the test's answer
+        # (the stage itself refuses to run unless the gate passed for this very model).
+        lambda s: [s.model_path, s.model_card_path, s.split_path("test")],
         lambda s: [s.result(S.TEST_METADATA), s.scores_path("test")],
     ),
     Stage(
@@ -99,7 +107,7 @@ STAGES: tuple[Stage, ...] = (
                    *(s.result(n) for n in (S.PREPROCESS_METADATA, S.TRAIN_METADATA, S.GATE_FILE, S.TEST_METADATA)),
                    s.scores_path("validation"), s.scores_path("test")],
         _report_outputs,
-        uses_champion=True,
+        compares=lambda p: True,
         after_failed_gate=True,
         needs_painter=True,
         extra_code=("mlci.reporting.plots",),

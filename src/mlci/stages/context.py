@@ -46,7 +46,9 @@ class StageContext:
     settings: Settings
     params: StageParams
     echo: Echo = lambda _: None
-    #: What the gate and the report compare with; None when tracking is off.
+    #: What the gate and the report compare with; None when tracking is off or the stage does not compare.
     champion: Champion | None = None
     #: The report's figure process (``mlci.reporting.painter``), started early by the runner.
     painter: Any = None
+    #: Whether the run is tracked (without tracking there is no champion to compare with).
+    tracking: bool = False

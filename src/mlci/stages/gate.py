@@ -16,15 +16,18 @@ def gate(ctx: StageContext) -> dict:
     path = s.result(S.TRAIN_METADATA)
     if not path.exists():
         raise PrerequisiteError(f"{path}: not found; run `mlci train` first")
-    champion, no_champion = None, "no champion yet"
-    if ctx.champion is None:
-        no_champion = "tracking is off"
-    elif ctx.champion.version is not None:
+    champion = None
+    rules = ctx.params.gate.rules
+    if ctx.champion is not None and ctx.champion.version is not None and any(r.relative for r in rules):
         champion = {"version": ctx.champion.version, "metrics": ctx.champion.metrics()}
-    result = evaluate(ctx.params.gate.rules, read_json(path), champion, no_champion, where=str(path))
+        caveat = _split_caveat(ctx.champion.split(), s)
+        if caveat:
+            champion["caveat"] = caveat
+    result = evaluate(rules, read_json(path), champion, where=str(path), tracking=ctx.tracking)
     result.update(train_metadata_sha256=file_hash(path), evaluated_at=utc_now())
-    write_json(s.result(S.GATE_FILE), result)
-    gate_junit(result, s.result(S.JUNIT_FILE))
+    if not _same_verdict(s, result):  # an unchanged verdict keeps its files (and what depends on them)
+        write_json(s.result(S.GATE_FILE), result)
+        gate_junit(result, s.result(S.JUNIT_FILE))
     for line in gate_messages(result):
         ctx.echo(line)
     if not result["passed"]:
@@ -32,9 +35,39 @@ def gate(ctx: StageContext) -> dict:
     return result
 
 
+def _same_verdict(s, result: dict) -> bool:
+    try:
+        old = read_json(s.result(S.GATE_FILE))
+    except (OSError, ValueError):
+        return False
+    keys = ("passed", "rules", "champion", "train_metadata_sha256")
+    return isinstance(old, dict) and s.result(S.JUNIT_FILE).exists() and all(old.get(k) == result[k] for k in keys)
+
+
+def _split_caveat(champion_split: dict | None, s) -> str | None:
+    """Why a comparison with the champion may flatter it: its training rows were chosen another way,
+    so some of these validation rows may be rows it was trained on."""
+    pre = s.result(S.PREPROCESS_METADATA)
+    ours = read_json(pre).get("split") if pre.exists() else None
+    if champion_split == ours:
+        return None
+    def name(sp):
+        return "an unrecorded split (before mlci " + "recorded its split)" if not sp else \
+            f"split {sp.get('scheme')} seed {sp.get('seed')} ({sp.get('validation')}/{sp.get('test')})"
+    return (f"the champion was trained under {name(champion_split)}, this model under {name(ours)}: some of these "
+            "validation rows may be the champion's training rows, so its figures may be optimistic")
+
+
 def replay(ctx: StageContext) -> None:
     """An up-to-date gate says its verdict again (and fails again), without evaluating anything."""
     verdict = read_json(ctx.settings.result(S.GATE_FILE))
+    then = (verdict.get("champion") or {}).get("version")
+    if ctx.champion is not None and ctx.champion.version != then:
+        # Up to date against another champion only because this model was promoted since: say that,
+        # not what was true before the promotion.
+        verdict = {**verdict, "rules": [
+            {**r, "evaluated": False, "note": f"this model is the champion now (v{ctx.champion.version})"}
+            if "relative" in r else r for r in verdict["rules"]]}
     for line in gate_messages(verdict):
         ctx.echo(line)
     if not verdict.get("passed"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlci.config import settings as S
 from mlci.data.load import describe_rejects, load_table
-from mlci.data.split import split_frame
+from mlci.data.split import SCHEME, split_frame
 from mlci.errors import RejectLimitError
 from mlci.fileio import write_json
 from mlci.stages.context import StageContext
@@ -40,6 +40,7 @@ def preprocess(ctx: StageContext) -> dict:
         "rows_rejected": loaded.rows_rejected,
         "reject_share": round(share, 6),
         "reject_reasons": loaded.reject_reasons,
+        "split": {"scheme": SCHEME, "seed": sp.seed, "validation": sp.validation, "test": sp.test},
         "rows": {name: len(part) for name, part in splits.items()},
         "positive_share": {
             name: round(float((part[ds.target] == ds.positive_label).mean()), 6) for name, part in splits.items()

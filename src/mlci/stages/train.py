@@ -75,7 +75,8 @@ def train(ctx: StageContext) -> dict:
 def model_card(ctx: StageContext, ds, model_sha: str, threshold: float) -> dict:
     """``model.json``: what a user of the pickle needs to know, readable without unpickling it."""
     params, profile = ctx.params, ctx.params.train.profile
-    pre = ctx.settings.result(S.PREPROCESS_METADATA)
+    pre_path = ctx.settings.result(S.PREPROCESS_METADATA)
+    pre = read_json(pre_path) if pre_path.exists() else {}
     return {
         "format": "sklearn-pipeline/pickle",
         "file": S.MODEL_FILE,
@@ -88,7 +89,8 @@ def model_card(ctx: StageContext, ds, model_sha: str, threshold: float) -> dict:
         "threshold": threshold,
         "params": params.section("train") if profile == "default" else {
             "train": params.section("train"), "best": params.section("best")},
-        "data_sha256": read_json(pre).get("data_sha256") if pre.exists() else None,
+        "data_sha256": pre.get("data_sha256"),
+        "split": pre.get("split"),  # which rows it never saw: a champion comparison checks it
         "trained_at": utc_now(),
         "versions": {pkg: _md.version(pkg) for pkg in ("mlci", "scikit-learn", "lightgbm", "pandas", "numpy")},
     }

@@ -39,14 +39,16 @@ class Champion:
         return v
 
     def model(self, version: str | None = None) -> tuple[object, dict]:
-        """A version's model (the champion's by default) and ``{"sha256": ...}``, verified before unpickling."""
+        """A version's model (the champion's by default) and its card (``model.json``, with the registry's
+        sha256), the pickle verified before it is unpickled."""
         version = version or self.version
         if version not in self._models:
-            from mlci.tracking.store import T
-
-            model = self.registry.load(version)
-            self._models[version] = (model, {"sha256": self.registry.version(version).tags.get(T + "model_sha256")})
+            self._models[version] = self.registry.load_with_card(version)
         return self._models[version]
+
+    def split(self) -> dict | None:
+        """How the champion's training rows were chosen (None: before mlci recorded it)."""
+        return self.model()[1].get("split")
 
     def metrics(self, version: str | None = None) -> dict:
         """A version's metrics on this workspace's validation rows (what the gate compares with)."""

@@ -104,15 +104,11 @@ def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict
     out = {"model": registry.name, "version": version, "promoted": False}
     if gate is None:
         return out
-    mv = registry.version(version)
     if not gate["passed"]:
         registry.tag_version(version, {"gate": "failed", "failed_rules": json.dumps(failed_rules(gate))})
         out["note"] = "gate failed: champion unchanged"
         return out
     registry.tag_version(version, {"gate": "passed"})
-    if mv.tags.get("mlci.promoted_at"):
-        out["note"] = "already promoted once; `mlci promote` promotes it again"
-        return out
     train = read_json_or_none(s.result(S.TRAIN_METADATA))
     value = train.get(registry.compare_metric)
     if value is None:
@@ -121,6 +117,7 @@ def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict
     decision = registry.promote_if_better(
         version, gate_champion, value,
         lambda v: champion.metrics(v)[registry.compare_metric] if champion else float("-inf"),
+        compared=any("relative" in r for r in gate["rules"]),
     )
     registry.log(run_id, {}, {}, {"promoted": str(decision["promoted"]).lower()})
     out.update(decision)

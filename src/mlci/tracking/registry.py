@@ -27,6 +27,8 @@ from mlci.modeling.artifact import unpickle_verified
 from mlci.timestamps import utc_now
 from mlci.tracking.store import T, TrackingError, quiet_mlflow, use_uri, who
 
+HISTORY = T + "history."  # registered-model tags, one per promotion or rollback
+
 
 class Registry:
     """A thin, typed layer over MlflowClient for one experiment and one registered model."""
@@ -199,6 +201,18 @@ class Registry:
             raise _mismatch(expected, where)(bytes_hash(data))
         return local
 
+    def load_with_card(self, version: str) -> tuple[object, dict]:
+        """A version's model (verified, then unpickled) and its card (``{"sha256": ...}`` at least)."""
+        import tempfile
+
+        expected = self.version(version).tags.get(T + "model_sha256")
+        with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
+            path = self.fetch(version, Path(tmp))
+            model = unpickle_verified(path.read_bytes(), expected, _mismatch(expected, f"{self.name} v{version}"))
+            card_path = path.with_name("model.json")
+            card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        return model, {**card, "sha256": expected}
+
     def load(self, version: str):
         """A version's model, loaded only after its sha256 matched (a pickle is code)."""
         expected = self.version(version).tags.get(T + "model_sha256")
@@ -221,9 +235,24 @@ class Registry:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
-    def set_champion(self, version: str, reason: str, by: str | None = None) -> None:
+    def set_champion(self, version: str, reason: str, by: str | None = None, kind: str = "promote") -> None:
+        """Point the alias at ``version`` and keep the event: on the version (its latest promotion, plus
+        one tag per event) and in the registered model's append-only history."""
+        previous = self.champion()
         self.client.set_registered_model_alias(self.name, self.alias, str(version))
-        self.tag_version(version, {"promoted_at": utc_now('milliseconds'), "promoted_by": by or who(), "promotion_reason": reason})
+        at, by = utc_now("milliseconds"), by or who()
+        self.tag_version(version, {"promoted_at": at, "promoted_by": by, "promotion_reason": reason})
+        entry = {"kind": kind, "version": str(version), "from": str(previous.version) if previous else None,
+                 "at": at, "by": by, "reason": reason}
+        key = f"{time.time_ns()}"  # tag keys take no ':' or '+': nanoseconds order the events
+        self.client.set_registered_model_tag(self.name, f"{HISTORY}{key}", json.dumps(entry))
+        self.client.set_model_version_tag(self.name, str(version), f"{T}promotion.{key}", json.dumps(entry))
+
+    def history(self) -> list[dict]:
+        """Every promotion and rollback of the alias, oldest first."""
+        tags = self.client.get_registered_model(self.name).tags
+        return [json.loads(tags[k]) for k in sorted((k for k in tags if k.startswith(HISTORY)),
+                                                     key=lambda k: int(k.removeprefix(HISTORY)))]
 
     def promote_if_better(
         self,
@@ -231,19 +260,22 @@ class Registry:
         gate_champion: str | None,
         value: float,
         champion_value: Callable[[str], float],
+        compared: bool = True,
     ) -> dict:
         """Compare-and-set the champion alias to ``version``.
 
         ``gate_champion`` is the champion the gate compared against. If another run moved the
         alias since, ``version`` must be at least as good as the new champion on
         ``compare_metric`` (measured by ``champion_value`` on the same rows), or it stays put.
+        A gate with no relative rule (``compared`` false) compared with no champion: its verdict
+        alone decides.
         """
         with self.promotion_lock():
             current = self.champion()
             current_v = str(current.version) if current else None
             if current_v == str(version):
                 return {"promoted": True, "champion": current_v, "note": "already the champion"}
-            if current_v != gate_champion and current_v is not None:
+            if compared and current_v != gate_champion and current_v is not None:
                 theirs = champion_value(current_v)
                 better = value >= theirs if self.greater_is_better else value <= theirs
                 if not better:
@@ -267,9 +299,7 @@ class Registry:
         if not earlier:
             raise PrerequisiteError(f"{self.name} v{current.version} is the only version ever promoted; nothing to roll back to")
         target = max(earlier, key=lambda v: (v.tags[T + "promoted_at"], int(v.version)))
-        self.client.set_registered_model_alias(self.name, self.alias, str(target.version))
-        self.tag_version(str(target.version), {"promoted_at": utc_now('milliseconds'), "promoted_by": who(),
-                                               "promotion_reason": f"rollback from v{current.version}: {reason}"})
+        self.set_champion(str(target.version), f"rollback from v{current.version}: {reason}", kind="rollback")
         self.tag_version(str(current.version), {"rolled_back_at": utc_now('milliseconds'), "rollback_reason": reason})
         return str(current.version), str(target.version)
 

@@ -26,7 +26,8 @@ class TrackedRun:
         self.command, self.s, self.params = command, s, params
         self.uri = tracking_uri()
         check_reachable(self.uri)  # fail fast, before any work
-        self.champion = Champion(self.uri, params.section("tracking"), s) if command in ("gate", "run") else None
+        # Every tracked command gets the champion; only the stages that compare with it ever load it.
+        self.champion = Champion(self.uri, params.section("tracking"), s)
         self.summary: dict | None = None
 
     def event(self, kind: str, name: str, info: dict) -> None:
@@ -40,11 +41,9 @@ class TrackedRun:
                 result.tracking = self.summary = {**matched, "cached": True}
                 return
         from mlci.tracking.record import record_run
-        from mlci.tracking.registry import Registry
 
         try:
-            registry = self.champion.registry if self.champion is not None else Registry(
-                self.uri, self.params.section("tracking"))
+            registry = self.champion.registry
             summary = record_run(registry, self.command, self.s, self.params, statuses, self.champion, result.error)
         except TrackingError as e:
             raise e from None
