@@ -18,6 +18,7 @@ PREREQUISITE = 6  # a stage's input is missing or stale (e.g. test before a pass
 BUSY = 7  # another mlci process holds the workspace lock
 TRACKING = 8  # the tracking server or registry is unreachable or inconsistent
 SERVE = 9  # `mlci serve` cannot listen on the address (in use, not permitted)
+PIPE_CLOSED = 141  # the reader of stdout went away (128 + SIGPIPE, as a shell reports a killed pipeline)
 
 EXIT_CODES = {
     OK: "success",
@@ -31,6 +32,7 @@ EXIT_CODES = {
     BUSY: "another mlci process is using this workspace",
     TRACKING: "the tracking server or model registry is unreachable, or a model artifact there is missing or corrupt",
     SERVE: "`mlci serve` cannot listen on the requested address (in use or not permitted)",
+    PIPE_CLOSED: "the reader of mlci's output closed the pipe (e.g. `| head`); the work itself was done",
 }
 
 

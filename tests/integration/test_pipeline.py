@@ -282,3 +282,14 @@ def test_params_yaml_spells_out_the_defaults():
     from mlci.config.params import Params
 
     assert Params.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text())) == Params()
+
+
+def test_a_closed_pipe_ends_quietly(workspace):
+    import subprocess
+    import sys
+
+    assert cli("run").exit_code == 0
+    proc = subprocess.run(f"{sys.executable} -m mlci run | head -1", shell=True, cwd=workspace, capture_output=True,
+                          text=True, executable="/bin/bash", env={**os.environ, "MLCI_NO_TRACK": "1"})
+    assert proc.stdout.strip() == "validation accuracy is higher than the threshold"
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr and "internal error" not in proc.stderr

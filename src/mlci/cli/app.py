@@ -8,6 +8,7 @@ exit code, never a traceback (set ``MLCI_DEBUG=1`` to see one for unexpected err
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 
@@ -19,18 +20,32 @@ from mlci.config import settings as S
 SET_HELP = "Override a parameter for this run, e.g. -S train.learning_rate=0.05 (repeatable)."
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int, as_json: bool = False) -> None:
+    if as_json:  # every exit of a --json command prints one JSON document
+        click.echo(json.dumps({"error": message, "exit_code": code}))
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def _pipe_closed() -> None:
+    """The reader of our output went away (``mlci run | head -1``): stop quietly, as Unix tools do."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's final flush
+    except OSError:
+        pass
+    sys.exit(errors.PIPE_CLOSED)
 
 
 def handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            _pipe_closed()
         except errors.MlciError as e:
-            _fail(e.message, e.exit_code)
+            _fail(e.message, e.exit_code, as_json)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -39,7 +54,8 @@ def handle_errors(fn):
         except Exception as e:  # a bug: say so in one line unless asked for the traceback
             if os.environ.get("MLCI_DEBUG"):
                 raise
-            _fail(f"internal error: {type(e).__name__}: {e} (set MLCI_DEBUG=1 for a traceback)", errors.INTERNAL)
+            _fail(f"internal error: {type(e).__name__}: {e} (set MLCI_DEBUG=1 for a traceback)", errors.INTERNAL,
+                  as_json)
 
     return wrapper
 

@@ -121,8 +121,9 @@ def _promotions(reg, as_json: bool) -> None:
 def diff(ctx: click.Context, a: str | None, b: str | None, as_json: bool, as_md: bool, show_all: bool) -> None:
     """Metrics and parameters of two runs side by side (default: the champion vs the latest run).
 
-    A and B may be run ids (or unique prefixes), model versions (3, v3), git revisions,
-    `latest` or `champion`. The change is B - A.
+    A and B may be run ids or unique prefixes of 4+ characters, model versions (v3, version:3, or a
+    number under 4 digits), git revisions, `latest` or `champion`. The change is B - A; unchanged
+    metrics are counted, and listed with --all.
     """
     from mlci.tracking.runs import diff as compute, resolve_ref
 
@@ -130,34 +131,58 @@ def diff(ctx: click.Context, a: str | None, b: str | None, as_json: bool, as_md:
     run_a, label_a = resolve_ref(reg, a, "champion", s.workdir)
     run_b, label_b = resolve_ref(reg, b, "latest", s.workdir)
     d = compute(run_a, run_b)
-    d.update(a_label=label_a, b_label=label_b)
+    d.update(a_label=label_a, b_label=label_b, same_run=run_a.info.run_id == run_b.info.run_id)
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
-    fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
-    sign = lambda v: "—" if v is None else f"{v:+.4f}"  # noqa: E731
     rows = [(k, v) for k, v in d["metrics"].items() if show_all or v["change"] != 0]
-    if as_md:
-        click.echo(f"### Model metrics: {label_a} → {label_b}\n")
-        click.echo(f"| metric | {label_a} | {label_b} | change |\n|---|---:|---:|---:|")
-        for k, v in rows:
-            click.echo(f"| {k} | {fmt(v['a'])} | {fmt(v['b'])} | {sign(v['change'])} |")
-        if d["params"]:
-            click.echo(f"\n| parameter | {label_a} | {label_b} |\n|---|---|---|")
-            for k, v in d["params"].items():
-                click.echo(f"| {k} | {v['a'] if v['a'] is not None else '—'} | {v['b'] if v['b'] is not None else '—'} |")
-        if not rows and not d["params"]:
-            click.echo("No metric or parameter changed.")
-        return
+    unchanged = sum(v["change"] == 0 for v in d["metrics"].values())
+    notes = []
+    if d["same_run"]:
+        notes.append(f"{label_a} and {label_b} are the same run ({run_a.info.run_id}): nothing to compare.")
+    if unchanged and not show_all:
+        notes.append(f"{unchanged} metric(s) unchanged (--all lists them).")
+    (_diff_markdown if as_md else _diff_table)(d, rows, label_a, label_b)
+    for note in notes:
+        click.echo(note)
+
+
+def _num(v) -> str:
+    """Counts as integers, everything else to four decimals."""
+    if v is None:
+        return "—"
+    return f"{int(v):,}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4f}"
+
+
+def _change(v) -> str:
+    if v is None:
+        return "—"
+    return f"{int(v):+,}" if float(v).is_integer() and v != 0 else f"{v:+.4f}"
+
+
+def _diff_markdown(d: dict, rows, label_a: str, label_b: str) -> None:
+    click.echo(f"### Model metrics: {label_a} → {label_b}\n")
+    click.echo(f"| metric | {label_a} | {label_b} | change |\n|---|---:|---:|---:|")
+    for k, v in rows:
+        click.echo(f"| {k} | {_num(v['a'])} | {_num(v['b'])} | {_change(v['change'])} |")
+    if d["params"]:
+        click.echo(f"\n| parameter | {label_a} | {label_b} |\n|---|---|---|")
+        for k, v in d["params"].items():
+            click.echo(f"| {k} | {v['a'] if v['a'] is not None else '—'} | {v['b'] if v['b'] is not None else '—'} |")
+    if not rows and not d["params"]:
+        click.echo("No metric or parameter changed.")
+
+
+def _diff_table(d: dict, rows, label_a: str, label_b: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=160)
+    console = Console()
     t = Table(title=f"{label_a} → {label_b}", title_justify="left")
     for col in ("metric", label_a, label_b, "change"):
         t.add_column(col, justify="left" if col == "metric" else "right")
     for k, v in rows:
-        t.add_row(k, fmt(v["a"]), fmt(v["b"]), sign(v["change"]))
+        t.add_row(k, _num(v["a"]), _num(v["b"]), _change(v["change"]))
     console.print(t)
     if d["params"]:
         p = Table(title="parameters that differ", title_justify="left")

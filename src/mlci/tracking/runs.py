@@ -27,18 +27,24 @@ def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | N
         if not pipeline_runs:
             raise PrerequisiteError(f"no runs in experiment {registry.experiment!r} yet")
         return pipeline_runs[0], f"latest ({pipeline_runs[0].info.run_id[:8]})"
-    digits = ref[1:] if ref[:1] in "vV" and ref[1:].isdigit() else ref
-    if digits.isdigit() and len(digits) < 8:
+    version = _version_ref(ref)
+    if version is not None:
         try:
-            mv = registry.version(digits)
+            mv = registry.version(version)
         except Exception:  # noqa: BLE001
-            raise PrerequisiteError(f"{registry.name} has no version {digits}") from None
-        return client.get_run(mv.run_id), f"v{digits}"
-    matches = [r for r in runs if r.info.run_id.startswith(ref.lower())] if len(ref) >= 6 else []
+            raise PrerequisiteError(f"{registry.name} has no version {version}") from None
+        return client.get_run(mv.run_id), f"v{version}"
+    matches = [r for r in runs if r.info.run_id.startswith(ref.lower())] if len(ref) >= 4 else []
     if len(matches) == 1:
         return matches[0], ref[:8]
     if len(matches) > 1:
-        raise PrerequisiteError(f"run id prefix {ref!r} is ambiguous")
+        raise PrerequisiteError(f"run id prefix {ref!r} is ambiguous ({len(matches)} runs): give more characters")
+    if ref.isdigit():  # a number that is no run id prefix: a version
+        try:
+            mv = registry.version(ref)
+            return client.get_run(mv.run_id), f"v{ref}"
+        except Exception:  # noqa: BLE001
+            pass
     try:
         commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=cwd, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
@@ -48,6 +54,14 @@ def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | N
         if r.data.tags.get(T + "git_commit") == commit:
             return r, f"{ref} ({commit[:7]})"
     raise PrerequisiteError(f"no tracked run at git revision {ref} ({commit[:7]})")
+
+
+def _version_ref(ref: str) -> str | None:
+    """``v3``, ``V3``, ``version:3`` and numbers under 4 digits name a model version."""
+    for prefix in ("version:", "v", "V"):
+        if ref.startswith(prefix) and ref[len(prefix):].isdigit():
+            return ref[len(prefix):]
+    return ref if ref.isdigit() and len(ref) < 4 else None
 
 
 def run_row(r) -> dict:
