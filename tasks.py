@@ -10,6 +10,7 @@
     python3 tasks.py bench-container  # image size, build times (bench/container.py; needs DOCKER_HOST)
     python3 tasks.py bench-serve      # mlci serve vs mlflow models serve (bench/serve.py; needs wrk)
     python3 tasks.py bench-best       # the default and best profiles side by side (bench/best.py)
+    python3 tasks.py bench-split      # the row-hash split against a stratified split (bench/split.py)
     python3 tasks.py lock     # re-pin requirements.lock from pyproject.toml
 
 Set-up creates ``.venv`` and installs exactly the versions pinned in
@@ -95,6 +96,8 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "python"), "bench/tracking.py", *rest])
     if task == "bench-best":
         return subprocess.call([str(BIN / "python"), "bench/best.py", *rest])
+    if task == "bench-split":
+        return subprocess.call([str(BIN / "python"), "bench/split.py", *rest])
     if task == "bench-serve":
         return subprocess.call([str(BIN / "python"), "bench/serve.py", *rest])
     print(f"unknown task {task!r}\n{__doc__}", file=sys.stderr)
