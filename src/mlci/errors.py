@@ -18,6 +18,8 @@ PREREQUISITE = 6  # a stage's input is missing or stale (e.g. test before a pass
 BUSY = 7  # another mlci process holds the workspace lock
 TRACKING = 8  # the tracking server or registry is unreachable or inconsistent
 SERVE = 9  # `mlci serve` cannot listen on the address (in use, not permitted)
+STATE = 10  # a file mlci wrote earlier is damaged (not JSON, truncated, does not unpickle, wrong shape)
+IO = 11  # a file or directory cannot be read or written (permissions, a full disk, a file for a directory)
 PIPE_CLOSED = 141  # the reader of stdout went away (128 + SIGPIPE, as a shell reports a killed pipeline)
 
 EXIT_CODES = {
@@ -32,6 +34,8 @@ EXIT_CODES = {
     BUSY: "another mlci process is using this workspace",
     TRACKING: "the tracking server or model registry is unreachable, or a model artifact there is missing or corrupt",
     SERVE: "`mlci serve` cannot listen on the requested address (in use or not permitted)",
+    STATE: "a file mlci wrote earlier is damaged; the message names it and how to recover",
+    IO: "a file or directory cannot be read or written (permissions, a full disk, a file where a directory should be)",
     PIPE_CLOSED: "the reader of mlci's output closed the pipe (e.g. `| head`); the work itself was done",
 }
 
@@ -68,3 +72,29 @@ class PrerequisiteError(MlciError):
 
 class BusyError(MlciError):
     exit_code = BUSY
+
+
+class StateError(MlciError):
+    """A file mlci wrote (metadata, model card, model, processed data, the tracking store) is damaged."""
+
+    exit_code = STATE
+
+
+class IOFailure(MlciError):
+    exit_code = IO
+
+
+def io_failure(e: OSError, doing: str = "writing") -> IOFailure:
+    """An OSError as one line naming the path and what to do about it."""
+    import errno
+
+    where = e.filename or "a file"
+    if e.errno == errno.ENOSPC:
+        hint = "no space left on the device: free some and rerun (nothing half-written was kept)"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "permission denied: make it writable for this user (in a container: --user or the volume's owner)"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
+        hint = "a file is where a directory should be: move it or point the variable elsewhere"
+    else:
+        hint = e.strerror or type(e).__name__
+    return IOFailure(f"{where}: {doing} failed: {hint}")

@@ -44,13 +44,47 @@ def write_bytes(target: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def write_set(files: dict[Path, bytes]) -> None:
+    """Write several files as one output: every temporary is written first (a failure, a full disk say,
+    leaves every target as it was), then each is renamed over its target."""
+    written: list[tuple[Path, Path]] = []
+    try:
+        for target, data in files.items():
+            target = Path(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{target.name}.", dir=target.parent)
+            written.append((Path(tmp), target))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+        for tmp, target in written:
+            os.replace(tmp, target)
+    finally:
+        for tmp, _ in written:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
 def write_json(target: Path, obj: Any) -> None:
     write_bytes(target, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+def read_json(path: Path, shape: type = dict) -> Any:
+    """A JSON file mlci wrote; a damaged one is a :class:`~mlci.errors.StateError` naming it."""
+    from mlci.errors import StateError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StateError(f"{path}: damaged ({type(e).__name__}: {str(e)[:120]}); delete it, or rerun with --force "
+                         "to make it again") from None
+    if shape is not None and not isinstance(data, shape):
+        raise StateError(f"{path}: damaged (a JSON {type(data).__name__}, expected an object); delete it, or rerun "
+                         "with --force to make it again")
+    return data
 
 
 def remove_stale_temps(directory: Path) -> None:

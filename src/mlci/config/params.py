@@ -131,6 +131,14 @@ def _default_rules() -> list[GateRule]:
 
 class GateParams(Strict):
     rules: list[GateRule] = Field(default_factory=_default_rules)
+    #: An empty gate passes every model: that takes saying so (and gate.json records it).
+    allow_no_rules: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "GateParams":
+        if not self.rules and not self.allow_no_rules:
+            raise ValueError("rules is empty: every model would pass; set gate.allow_no_rules: true to accept that")
+        return self
 
 
 class FairnessParams(Strict):

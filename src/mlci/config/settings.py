@@ -90,9 +90,15 @@ def from_env(params_file: str | os.PathLike | None = None, environ=None) -> Sett
         return value if value.strip() else DEFAULTS[name]
 
     workdir = Path.cwd()
+    explicit = params_file is not None or bool(env.get("MLCI_PARAMS"))
     if params_file is None:
         params_file = env.get("MLCI_PARAMS") or "params.yaml"
     params_file = Path(params_file)
+    if explicit and not params_file.is_file():
+        from mlci.errors import UsageError
+
+        # Only ./params.yaml may be absent (then the built-in defaults apply): a named file must exist.
+        raise UsageError(f"{params_file}: no such parameters file (--params / MLCI_PARAMS)")
     return Settings(
         raw_data_dir=Path(get("RAW_DATA_DIR")),
         raw_data_file=get("RAW_DATA_FILE"),

@@ -28,7 +28,8 @@ def normalise_keys(mapping: dict) -> dict:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `-S train.learning_rate=.inf` is YAML for infinity; no parameter means that.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Column(Strict):

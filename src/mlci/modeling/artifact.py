@@ -13,16 +13,20 @@ from pathlib import Path
 from typing import Callable
 
 from mlci.config import settings as S
-from mlci.errors import MlciError, PrerequisiteError
+from mlci.errors import MlciError, PrerequisiteError, StateError
 from mlci.fileio import bytes_hash, read_json
 
 
-def unpickle_verified(data: bytes, expected: str | None, mismatch: Callable[[str], MlciError]):
+def unpickle_verified(data: bytes, expected: str | None, mismatch: Callable[[str], MlciError], where: str = "model"):
     """Unpickle ``data`` if its sha256 is ``expected``; else raise ``mismatch(actual_sha256)``."""
     actual = bytes_hash(data)
     if actual != expected:
         raise mismatch(actual)
-    return pickle.loads(data)
+    try:
+        return pickle.loads(data)
+    except Exception as e:  # noqa: BLE001 - the bytes are the trained ones, yet do not load here
+        raise StateError(f"{where}: its sha256 matches but it does not load ({type(e).__name__}: {str(e)[:150]}); "
+                         "retrain it (mlci run --force), or install the versions it was trained with") from None
 
 
 def load_model(model_dir: Path):
@@ -38,7 +42,7 @@ def load_model(model_dir: Path):
             f"{model_path}: sha256 {actual} does not match {card_path} ({card.get('sha256')}); "
             "refusing to load a model that was changed after training")
 
-    return unpickle_verified(model_path.read_bytes(), card.get("sha256"), mismatch), card
+    return unpickle_verified(model_path.read_bytes(), card.get("sha256"), mismatch, str(model_path)), card
 
 
 def to_bytes(model) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from mlci.config import settings as S
 from mlci.config.resolve import Resolved
-from mlci.errors import GateFailed, MlciError, UsageError
+from mlci.errors import GateFailed, MlciError, UsageError, io_failure
 from mlci.fileio import remove_stale_temps
 from mlci.pipeline import lock as L
 from mlci.pipeline.table import STAGE_NAMES, STAGES, Stage, stage
@@ -84,17 +84,19 @@ def _context(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter
 
 def _call(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter) -> Any:
     """Run one stage now and record it in the lock (a failed gate is a complete, valid result too)."""
-    for d in {p.parent for p in st.outs(s)}:
-        remove_stale_temps(d)
-    L.forget(st, s)
     try:
-        out = st.load()(_context(st, s, params, echo, champion, painter))
-    except GateFailed:
+        for d in {p.parent for p in st.outs(s)}:
+            remove_stale_temps(d)
+        L.forget(st, s)
+        try:
+            out = st.load()(_context(st, s, params, echo, champion, painter))
+        except GateFailed:
+            L.record(st, s, params, champion_key(champion))
+            raise
         L.record(st, s, params, champion_key(champion))
-        raise
-    L.record(st, s, params, champion_key(champion))
-    return out
-
+        return out
+    except OSError as e:  # a directory that is a file, no permission, a full disk: one line, not a bug
+        raise io_failure(e, f"the {st.name} stage, reading or writing,") from None
 
 def run(
     s: S.Settings,

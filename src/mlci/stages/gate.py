@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlci.config import settings as S
-from mlci.errors import GateFailed, PrerequisiteError
+from mlci.errors import GateFailed, MlciError, PrerequisiteError
 from mlci.evaluation.gate import evaluate, failure_summary, gate_messages
 from mlci.evaluation.junit import gate_junit
 from mlci.fileio import file_hash, read_json, write_json
@@ -38,7 +38,7 @@ def gate(ctx: StageContext) -> dict:
 def _same_verdict(s, result: dict) -> bool:
     try:
         old = read_json(s.result(S.GATE_FILE))
-    except (OSError, ValueError):
+    except (OSError, MlciError):
         return False
     keys = ("passed", "rules", "champion", "train_metadata_sha256")
     return isinstance(old, dict) and s.result(S.JUNIT_FILE).exists() and all(old.get(k) == result[k] for k in keys)

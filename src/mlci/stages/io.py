@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mlci.config import settings as S
-from mlci.errors import PrerequisiteError
+from mlci.errors import PrerequisiteError, StateError
 from mlci.fileio import atomic_path
 
 
@@ -16,7 +16,11 @@ def read_split(s: S.Settings, name: str) -> pd.DataFrame:
     path = s.split_path(name)
     if not path.exists():
         raise PrerequisiteError(f"{path}: not found; run `mlci preprocess` first")
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise StateError(f"{path}: damaged ({type(e).__name__}: {str(e)[:120]}); rerun `mlci preprocess` "
+                         "(or `mlci run --force`)") from None
 
 
 def write_parquet(frame: pd.DataFrame, target: Path) -> None:

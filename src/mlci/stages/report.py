@@ -6,7 +6,7 @@ import numpy as np
 
 from mlci.config import settings as S
 from mlci.data.dataset import DatasetDef
-from mlci.fileio import atomic_path, read_json, write_bytes, write_json
+from mlci.fileio import read_json_or_none, write_set
 from mlci.modeling.artifact import load_model
 from mlci.modeling.estimator import predict_proba
 from mlci.reporting.content import ReportInputs, build
@@ -23,15 +23,14 @@ def report(ctx: StageContext) -> dict:
     inputs = _inputs(s)
     content, pngs = build(inputs, params.report, params.groups(inputs.dataset), params.fairness.min_group_size,
                           ctx.champion, painter)
+    import json
+
+    # One output: on any failure (a full disk) the previous report, its figures included, stays whole.
     plots_dir = s.result(S.PLOTS_DIR)
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    for name, data in pngs.items():
-        write_bytes(plots_dir / name, data)
-    write_json(s.result(S.REPORT_JSON), content)
-    with atomic_path(s.result(S.REPORT_MD)) as tmp:
-        tmp.write_text(markdown(content), encoding="utf-8")
-    with atomic_path(s.result(S.REPORT_HTML)) as tmp:
-        tmp.write_text(html(content, pngs), encoding="utf-8")
+    write_set({**{plots_dir / name: data for name, data in pngs.items()},
+               s.result(S.REPORT_JSON): (json.dumps(content, indent=2) + "\n").encode(),
+               s.result(S.REPORT_MD): markdown(content).encode("utf-8"),
+               s.result(S.REPORT_HTML): html(content, pngs).encode("utf-8")})
     return {"report": str(s.result(S.REPORT_HTML)), "markdown": str(s.result(S.REPORT_MD)),
             "figures_split": content["figures_split"]}
 
@@ -63,4 +62,4 @@ def _data_summary(s: S.Settings) -> dict | None:
 
 
 def _read(path):
-    return read_json(path) if path.exists() else None
+    return read_json_or_none(path)

@@ -1,0 +1,106 @@
+"""Damaged state and unwritable places: a clear one-line error naming the file and the way out, a
+documented exit code, never an internal error; or, where the lock notices, just a rerun."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import cli, outputs
+
+from mlci import errors
+
+
+def one_line_error(result, code: int, *words: str) -> None:
+    assert result.exit_code == code, result.output
+    err = result.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "internal error" not in err and "Traceback" not in result.output
+    for w in words:
+        assert w in err, err
+
+
+@pytest.fixture
+def ran(workspace):
+    assert cli("run").exit_code == 0
+    return workspace
+
+
+@pytest.mark.parametrize("name", ["train_metadata.json", "gate.json"])
+def test_a_damaged_metadata_file_is_named(ran, name):
+    (ran / "results" / name).write_text("{not json")
+    stage = {"train_metadata.json": "gate", "gate.json": "test"}[name]
+    one_line_error(cli(stage), errors.STATE, f"results/{name}: damaged", "--force")
+    # `mlci run` notices the changed output and simply makes it again.
+    assert cli("run").exit_code == 0
+    assert json.loads((ran / "results" / name).read_text())
+
+
+def test_a_model_card_that_is_not_json(ran):
+    (ran / "models" / "model.json").write_text("[1, 2")
+    one_line_error(cli("predict", str(ran / "data" / "raw" / "adult.data"), "-o", "out.csv"), errors.STATE,
+                   "models/model.json: damaged")
+    assert not (ran / "out.csv").exists()
+
+
+def test_a_model_whose_bytes_match_but_do_not_load(ran):
+    from mlci.fileio import bytes_hash
+
+    junk = b"not a pickle at all"
+    (ran / "models" / "model.pkl").write_bytes(junk)
+    card = json.loads((ran / "models" / "model.json").read_text())
+    card["sha256"] = bytes_hash(junk)
+    (ran / "models" / "model.json").write_text(json.dumps(card))
+    one_line_error(cli("test"), errors.STATE, "models/model.pkl", "does not load")
+
+
+def test_a_truncated_split_file(ran):
+    path = ran / "data" / "processed" / "train.parquet"
+    path.write_bytes(path.read_bytes()[:1000])
+    one_line_error(cli("train"), errors.STATE, "data/processed/train.parquet: damaged", "mlci preprocess")
+    assert cli("run").exit_code == 0  # preprocess's output changed: it reruns, and all is well
+
+
+@pytest.mark.parametrize("lock", [
+    "schema: 1\nstages: [preprocess, train]\n",
+    "schema: 1\nstages: {preprocess: just a string, train: {code: x, deps: [1, 2], outs: 7}}\n",
+    ": : not yaml : [",
+])
+def test_a_damaged_lock_only_costs_a_rerun(ran, lock):
+    (ran / "mlci.lock").write_text(lock)
+    status = cli("status")
+    assert status.exit_code == 0 and "preprocess: stale" in status.stdout
+    result = cli("run", "--json")
+    assert result.exit_code == 0
+    assert cli("status").stdout.count("up to date") == 5
+
+
+def test_results_dir_that_is_a_file(workspace):
+    (workspace / "not-a-dir").write_text("x")
+    result = cli("run", env={"RESULTS_DIR": "not-a-dir"})
+    one_line_error(result, errors.IO, "not-a-dir", "a file is where a directory should be")
+
+
+def test_parameters_that_slip_through_no_more(workspace):
+    for args, words in [
+        (("-S", "split.seed=-1"), ("split.seed",)),
+        (("-S", "train.learning_rate=.inf"), ("train.learning_rate", "finite")),
+        (("-S", "gate.rules=[]"), ("gate", "allow_no_rules")),
+        (("--params", "nope.yaml"), ("nope.yaml: no such parameters file",)),
+    ]:
+        cmd = [*args[:2], "run"] if args[0] == "--params" else ["run", *args]
+        one_line_error(cli(*cmd), errors.USAGE, *words)
+    assert outputs(workspace) == []  # nothing was made before the parameters were checked
+    # An empty gate, acknowledged: it runs, and says so in gate.json.
+    assert cli("run", "-S", "gate.rules=[]", "-S", "gate.allow_no_rules=true").exit_code == 0
+
+
+def test_a_report_that_fails_leaves_the_previous_one_whole(tmp_path):
+    from mlci.fileio import write_set
+
+    good = {tmp_path / "a.txt": b"old a", tmp_path / "b.txt": b"old b"}
+    write_set(good)
+    (tmp_path / "blocker").write_text("a file, where the next write wants a directory")
+    with pytest.raises(OSError):
+        write_set({tmp_path / "a.txt": b"new a", tmp_path / "blocker" / "c.txt": b"c"})
+    assert (tmp_path / "a.txt").read_bytes() == b"old a" and (tmp_path / "b.txt").read_bytes() == b"old b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "blocker"]  # no temporaries left
