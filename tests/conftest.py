@@ -112,3 +112,20 @@ def run_mlci(*args: str, cwd: Path, env: dict | None = None, timeout: float = 30
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "mlci", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def processes_under(path: Path, but: tuple[int, ...] = ()) -> list[str]:
+    """Command lines of live processes that mention ``path`` (what a run may have left behind)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd", "status"]):
+        try:
+            if proc.info["pid"] in but or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if str(path) in text:
+            found.append(text.strip())
+    return found

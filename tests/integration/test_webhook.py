@@ -154,6 +154,8 @@ def test_push_runs_the_pipeline_queues_supersedes_and_reports_the_gate(server):
     status, reply = server.request(body)
     assert status == 202 and "already built" in reply["ignored"]
     assert len([r for r in server.get("/runs") if r["commit"] == first]) == 1
+    # Finished runs leave nothing running but the server itself.
+    assert processes_under(server.tmp, but=(server.proc.pid,)) == []
 
 
 def test_hostile_branch_name_is_only_data(server):

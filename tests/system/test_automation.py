@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, repo_files
+from conftest import ROOT, processes_under, repo_files
 
 BIN = Path(sys.executable).parent
 GROOVY_LINT = "npm-groovy-lint@15.2.2"  # 15: Node 20 and the installed Java (18 needs Node 22)
@@ -164,3 +164,4 @@ def test_github_workflow_runs_under_act(tmp_path):
     assert "Success - Main Preprocess, train, gate, test, report, promote" in out
     assert "Summary - ### Model metrics" in out  # `mlci diff --md` reached the job summary
     assert '"test_acc"' in out and "is the champion" in out
+    assert processes_under(tmp_path) == []  # the job's tracked run left no process behind
