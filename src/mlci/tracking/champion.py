@@ -12,9 +12,10 @@ import functools
 import numpy as np
 
 from mlci.config import settings as S
-from mlci.errors import PrerequisiteError
+from mlci.errors import MlciError, PrerequisiteError
 from mlci.fileio import read_json
 from mlci.tracking import peek
+from mlci.tracking.store import store_lock, tracking_failed
 
 
 class Champion:
@@ -27,14 +28,23 @@ class Champion:
     def registry(self):
         from mlci.tracking.registry import Registry
 
-        return Registry(self.uri, self.tracking)
+        try:
+            with store_lock(self.uri):  # opening a new store migrates it: one process at a time
+                return Registry(self.uri, self.tracking)
+        except MlciError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the store said no: one line
+            raise tracking_failed(self.uri, e) from None
 
     @functools.cached_property
     def version(self) -> str | None:
         """The champion's version when first asked (what the gate compares with), None when there is none."""
         v = peek.champion_version(self.uri, self.tracking["model_name"], self.tracking["alias"])
         if v is peek.UNKNOWN:
-            mv = self.registry.champion()
+            try:
+                mv = self.registry.champion()
+            except Exception as e:  # noqa: BLE001
+                raise tracking_failed(self.uri, e) from None
             v = str(mv.version) if mv else None
         return v
 
@@ -43,7 +53,12 @@ class Champion:
         sha256), the pickle verified before it is unpickled."""
         version = version or self.version
         if version not in self._models:
-            self._models[version] = self.registry.load_with_card(version)
+            try:
+                self._models[version] = self.registry.load_with_card(version)
+            except MlciError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise tracking_failed(self.uri, e) from None
         return self._models[version]
 
     def split(self) -> dict | None:

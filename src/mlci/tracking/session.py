@@ -14,7 +14,8 @@ from mlci.config import settings as S
 from mlci.config.resolve import Resolved
 from mlci.fileio import file_hash, read_json_or_none, write_json
 from mlci.tracking.champion import Champion
-from mlci.tracking.store import TrackingError, check_reachable, tracking_uri
+from mlci.errors import MlciError
+from mlci.tracking.store import check_reachable, store_lock, tracking_failed, tracking_uri
 
 LAST_RUN = "last-run.json"
 
@@ -44,13 +45,13 @@ class TrackedRun:
 
         try:
             registry = self.champion.registry
-            summary = record_run(registry, self.command, self.s, self.params, statuses, self.champion, result.error)
-        except TrackingError as e:
-            raise e from None
+            with store_lock(self.uri):  # two workspaces on one SQLite file: one writer at a time
+                summary = record_run(registry, self.command, self.s, self.params, statuses, self.champion,
+                                     result.error)
+        except MlciError:
+            raise
         except Exception as e:  # noqa: BLE001 - the store said no: one clear line
-            raise TrackingError(f"tracking at {self.uri} failed: {type(e).__name__}: "
-                                f"{str(e).splitlines()[0][:300] if str(e) else ''}; "
-                                "pass --no-track to run without tracking") from None
+            raise tracking_failed(self.uri, e) from None
         result.tracking = self.summary = summary
         self._remember(summary, promoted=bool(summary.get("promoted")))
 

@@ -6,6 +6,7 @@ process that may never need MLflow at all.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
@@ -51,6 +52,33 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         db = Path(uri.removeprefix("sqlite:///"))
         if not db.parent.is_dir() or not os.access(db.parent, os.W_OK):
             raise TrackingError(f"tracking database {db}: directory missing or not writable; {hint}")
+        if db.exists():
+            _check_sqlite(db, timeout)
+
+
+def _check_sqlite(db: Path, timeout: float) -> None:
+    """A damaged file or one left mid-migration is named now, not discovered (or waited on) mid-run."""
+    import sqlite3
+
+    way_out = ("move it aside (a new one is made), restore a backup, or point MLFLOW_TRACKING_URI elsewhere; "
+               "--no-track runs without tracking")
+    try:
+        con = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=timeout)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e):
+            raise TrackingError(f"tracking database {db}: still locked by another process after {timeout:g} s; "
+                                "wait for it, or pass --no-track") from None
+        raise TrackingError(f"tracking database {db}: cannot be read ({e}); {way_out}") from None
+    except sqlite3.DatabaseError as e:
+        raise TrackingError(f"tracking database {db}: not an SQLite database ({e}): damaged; {way_out}") from None
+    leftovers = sorted(name for name in tables if name.startswith("_alembic_tmp_"))
+    if leftovers:
+        raise TrackingError(f"tracking database {db}: left half-way through a schema migration ({', '.join(leftovers)});"
+                            f" {way_out}")
 
 
 def git_info(cwd: Path | None = None) -> dict[str, str]:
@@ -76,7 +104,9 @@ def who() -> str:
 
 
 def quiet_mlflow() -> None:
+    # Bounded waits on a server that does not answer well: a few seconds of retries, then a clear error.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     # stdout belongs to mlci (`--json` prints exactly one document there).
@@ -103,3 +133,46 @@ def use_uri(uri: str) -> None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
+
+
+def tracking_failed(uri: str, e: BaseException) -> TrackingError:
+    """Any failure of the store or server while tracking, as one line."""
+    if isinstance(e, TrackingError):
+        return e
+    return TrackingError(f"tracking at {uri} failed: {one_line(e)}; pass --no-track to run without tracking")
+
+
+@contextlib.contextmanager
+def store_lock(uri: str, wait: float = 300.0):
+    """Serialise this host's writers of one SQLite store (creating or migrating it included).
+
+    SQLite lets one writer in at a time and MLflow migrates a new store on first use: two runs that
+    race through a migration leave it half-done (``_alembic_tmp_*`` tables) and every later use fails.
+    A server store needs no lock here (the server serialises)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+    import time
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    fd = os.open(str(db) + ".mlci-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TrackingError(f"tracking database {db}: another mlci run kept it busy for {wait:g} s; "
+                                        "try again, or pass --no-track") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
