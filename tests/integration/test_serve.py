@@ -579,7 +579,8 @@ def test_no_champion_is_exit_6_in_one_line(registry_ws):
 
 def test_a_model_failing_its_smoke_prediction_is_not_installed(registry_ws):
     """The holder and its checks are real; the source hands it a model whose Pipeline answers nonsense."""
-    from mlci.serving.app import Candidate, DirSource, ModelHolder
+    from mlci.serving.holder import ModelHolder
+    from mlci.serving.sources import Candidate, DirSource
 
     class Broken(DirSource):
         def current(self):
@@ -610,7 +611,7 @@ def test_a_version_registered_without_its_card_takes_the_builtin_dataset_schema(
     from mlci.serving.schema import record_model
     import mlflow
 
-    from mlci.serving.app import RegistrySource, prepare
+    from mlci.serving.sources import RegistrySource, prepare
 
     uri = f"sqlite:///{registry_ws / 'mlflow.db'}"
     mlc = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -1,4 +1,4 @@
-"""The server's request record, generated from the declared dataset schema.
+"""The server's request and answer bodies; the request record generated from the declared dataset schema.
 
 One pydantic model per served model: field names are the data's own
 (normalised) column names; categorical fields are enums of the categories the
@@ -147,3 +147,48 @@ def response_model(positive: str, negative: str) -> type[BaseModel]:
         version=(str, Field(..., description="Model version (or the model's sha256 for a directory).")),
         predictions=(list[pred], Field(..., description="One per record, in request order.")),
     )
+
+
+# -- the other answers' bodies (the same for every model) -----------------------------------------
+
+
+class Detail(BaseModel):
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    ready: bool
+    version: str | None = None
+
+
+class LoadError(BaseModel):
+    version: str | None
+    error: str
+    at: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    alias: str | None
+    source: Literal["registry", "directory"]
+    metrics: dict[str, float]
+    trained_at: str | None
+    git_commit: str | None
+    data_sha256: str | None
+    model_sha256: str | None
+    run_id: str | None
+    loaded_at: str
+    last_check: str | None = Field(None, description="When the source was last looked at.")
+    last_error: LoadError | None = Field(None, description="Why the latest new model was not installed.")
+
+
+class ReloadResult(BaseModel):
+    status: Literal["swapped", "unchanged", "kept"]
+    version: str | None
+    previous: str | None = None
+    error: str | None = None
