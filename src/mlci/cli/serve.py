@@ -79,7 +79,8 @@ def serve(ctx: click.Context, host: str, port: int, model_dir: Path | None, poll
     $MLCI_SERVE_TOKEN and is disabled when that variable is unset.
     """
     from mlci.config.resolve import resolve
-    from mlci.serving.server import Options, serve as run_server
+    from mlci.serving.options import Options
+    from mlci.serving.server import serve as run_server
     from mlci.serving.sources import open_source
 
     s = S.from_env(ctx.obj.get("params_file"))

@@ -28,7 +28,7 @@ from mlci.serving.predict import add_predict, validation_error
 from mlci.serving.schema import Detail, Health, ModelInfo, Ready, ReloadResult
 
 if TYPE_CHECKING:
-    from mlci.serving.server import Options
+    from mlci.serving.options import Options
 
 TOKEN_ENV = "MLCI_SERVE_TOKEN"
 # FastAPI's own OpenTelemetry hooks (0.16x) look for a configured provider on every request: about 4 us,

@@ -3,7 +3,7 @@
 * Where the model comes from, and its sha256 check: ``sources.py``.
 * The model in service and hot swap: ``holder.py``.
 * The HTTP application: ``app.py`` (``POST /predict``: ``predict.py``, ``scoring.py``, ``schema.py``).
-* Here: the options, the listening socket, and uvicorn.
+* Here: the listening socket and uvicorn (the options: ``options.py``).
 
 FastAPI, uvicorn and MLflow are imported only by this command.
 """
@@ -11,29 +11,17 @@ FastAPI, uvicorn and MLflow are imported only by this command.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from mlci.errors import SERVE, MlciError, UsageError
 from mlci.serving.app import create_app
 from mlci.serving.holder import ModelHolder
+from mlci.serving.options import Options
 
 
 class ServeError(MlciError):
     """The server cannot start: the address is in use or not allowed (exit 9)."""
 
     exit_code = SERVE
-
-
-@dataclass(frozen=True)
-class Options:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    poll: float = 30.0
-    unknown_categories: str = "reject"
-    max_batch: int = 10_000
-    max_body_bytes: int = 8 * 1024 * 1024
-    cors_origins: tuple[str, ...] = ()
-    access_log: bool = False
 
 
 def bind(host: str, port: int):
