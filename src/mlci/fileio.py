@@ -107,3 +107,22 @@ def bytes_hash(data: bytes) -> str:
 def read_json_or_none(path: Path) -> Any:
     """The file's JSON, or None when there is no such file."""
     return read_json(path) if Path(path).exists() else None
+
+
+def flock(fd: int, wait: float) -> bool:
+    """Take an exclusive ``flock`` on ``fd``, waiting up to ``wait`` seconds; False if it stayed taken."""
+    import errno
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)

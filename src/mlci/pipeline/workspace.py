@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
-import time
 from typing import Iterator
 
 from mlci.config import settings as S
 from mlci.errors import BusyError
+from mlci.fileio import flock
 
 
 @contextlib.contextmanager
@@ -20,21 +18,10 @@ def workspace_lock(s: S.Settings, wait: float = 0.0) -> Iterator[None]:
     path = s.state_dir / "workspace.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-                    raise BusyError(
-                        f"another mlci process (pid {holder}) is using this workspace ({s.workdir}); "
-                        "wait for it, or pass --wait SECONDS"
-                    ) from None
-                time.sleep(0.1)
+        if not flock(fd, wait):
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise BusyError(f"another mlci process (pid {holder}) is using this workspace ({s.workdir}); "
+                            "wait for it, or pass --wait SECONDS")
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield

@@ -157,22 +157,14 @@ def store_lock(uri: str, wait: float = 300.0):
     if not uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
-    import time
+    from mlci.fileio import flock
 
     db = Path(uri.removeprefix("sqlite:///"))
     fd = os.open(str(db) + ".mlci-lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TrackingError(f"tracking database {db}: another mlci run kept it busy for {wait:g} s; "
-                                        "try again, or pass --no-track") from None
-                time.sleep(0.1)
+        if not flock(fd, wait):
+            raise TrackingError(f"tracking database {db}: another mlci run kept it busy for {wait:g} s; "
+                                "try again, or pass --no-track")
         yield
     finally:
         os.close(fd)
