@@ -1,5 +1,7 @@
 # mlci: one image that runs every stage (`docker run adult-model run`), and keeps the
 # tutorial's workflow (`docker run -d --name model adult-model idle` + `docker container exec`).
+# `docker build -t adult-model .` builds it (the last stage, `pipeline`); `--target serve` builds the
+# model server. No BuildKit feature is used: Docker's legacy builder builds it as well.
 #
 # Base: the official python:3.11-slim. For reproducible production builds pin its digest:
 #   docker build --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> -t adult-model .
@@ -20,8 +22,11 @@ RUN python -m venv /opt/venv
 # "The best profile"): docker build --build-arg MLCI_EXTRAS=best ...
 ARG MLCI_EXTRAS=""
 COPY requirements-runtime.lock requirements-best.lock /build/
-# Behind a TLS-intercepting proxy, pass its CA bundle as a BuildKit secret (in no layer):
-#   docker build --secret id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt -t adult-model .
+# Behind a TLS-intercepting proxy, pass the proxy's CA certificate (PEM text) as a build argument:
+#   docker build --build-arg PIP_CA="$(cat /path/to/proxy-ca.crt)" -t adult-model .
+# pip trusts it for this build only; it is written to a temporary file and removed in the same step,
+# so it is in no layer, and this stage's arguments are not in the final image's history.
+ARG PIP_CA=""
 # Then what a running pipeline never reads goes: pip and setuptools, the packages' test suites,
 # build-only files (C/C++ and Cython sources and headers, type stubs, static libraries), and the
 # symbol tables of compiled modules (strip --strip-unneeded). Not of the libraries auditwheel vendored into
@@ -29,8 +34,7 @@ COPY requirements-runtime.lock requirements-best.lock /build/
 # object is then loaded once, so a broken one fails the build, not a run.
 # Bytecode is compiled here once: the image runs with a read-only filesystem and
 # PYTHONDONTWRITEBYTECODE, so it could not be cached later.
-RUN --mount=type=secret,id=pip_ca,required=false \
-    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
+RUN if [ -n "$PIP_CA" ]; then printf '%s\n' "$PIP_CA" > /tmp/pip-ca.pem && export PIP_CERT=/tmp/pip-ca.pem; fi \
  && case "$MLCI_EXTRAS" in \
       "") lock=/build/requirements-runtime.lock ;; \
       best) lock=/build/requirements-best.lock ;; \
@@ -44,19 +48,26 @@ RUN --mount=type=secret,id=pip_ca,required=false \
  && find /opt/venv/lib -type f \( -name '*.so' -o -name '*.so.*' \) ! -path '*.libs/*' -exec strip --strip-unneeded {} + \
  && find /opt/venv/lib -type f \( -name '*.so' -o -name '*.so.*' \) -exec /opt/venv/bin/python -c \
       'import ctypes, os, sys; [ctypes.CDLL(p) for p in sys.argv[1:]]; os._exit(0)' {} + \
- && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib
+ && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib \
+ && rm -f /tmp/pip-ca.pem
 
 # ---- wheel: mlci itself (a code-only change rebuilds from here, in seconds) ----------------
 FROM deps AS wheel
-RUN --mount=type=secret,id=pip_ca,required=false \
-    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
- && python -m venv /opt/build && /opt/build/bin/pip install --no-compile "setuptools>=77" wheel
+ARG PIP_CA=""
+RUN if [ -n "$PIP_CA" ]; then printf '%s\n' "$PIP_CA" > /tmp/pip-ca.pem && export PIP_CERT=/tmp/pip-ca.pem; fi \
+ && python -m venv /opt/build && /opt/build/bin/pip install --no-compile "setuptools>=77" wheel \
+ && rm -f /tmp/pip-ca.pem
 COPY pyproject.toml README.md LICENSE /build/
 COPY src /build/src
-RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /wheels /build
+# Installed into a staging prefix laid out like the venv: the final image copies only mlci's own files
+# over the (cached) dependency layer. The venv has no pip: the build venv's pip installs into it.
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /wheels /build \
+ && /opt/build/bin/python -m pip --python /opt/venv/bin/python install --no-deps --no-index --no-compile \
+      --prefix /staging /wheels/*.whl \
+ && /opt/venv/bin/python -m compileall -q /staging/lib
 
-# ---- pipeline: the final image ------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS pipeline
+# ---- runtime: what both final images share -------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -88,23 +99,27 @@ COPY params.yaml /app/params.yaml
 # any: compiled here, or every start would compile what it imports from source.
 RUN python -m compileall -q -j 0 -x '/(site-packages|dist-packages|test|idlelib|tkinter|turtledemo|lib2to3)/' \
       "$(python -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
-# The venv has no pip: the wheel stage's pip installs mlci into it.
-RUN --mount=type=bind,from=wheel,source=/wheels,target=/tmp/wheels \
-    --mount=type=bind,from=wheel,source=/opt/build,target=/opt/build \
-    /opt/build/bin/python -m pip --python /opt/venv/bin/python install --no-deps --no-index --no-compile \
-      /tmp/wheels/*.whl \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3*/site-packages/mlci
+COPY --from=wheel /staging/ /opt/venv/
+# Where the image came from (the container test checks them): docker build --build-arg
+# MLCI_REVISION="$(git rev-parse HEAD)" ... (tasks.py and the CI jobs pass it).
+ARG MLCI_VERSION=0.1.0
+ARG MLCI_REVISION=unknown
+LABEL org.opencontainers.image.title="mlci" \
+      org.opencontainers.image.description="Preprocess, train, gate, test, track and serve a tabular binary classifier" \
+      org.opencontainers.image.source="https://github.com/mlci/mlci" \
+      org.opencontainers.image.version="${MLCI_VERSION}" \
+      org.opencontainers.image.revision="${MLCI_REVISION}" \
+      org.opencontainers.image.licenses="MIT"
 WORKDIR /data
 USER 10001:10001
 ENTRYPOINT ["mlci"]
-CMD ["run"]
 
 # ---- serve: the model server. The same layers as the pipeline image; only what runs differs:
 #   docker build --target serve -t adult-model-serve .
 #   docker run -d -p 127.0.0.1:8000:8000 -v mlci-mlflow:/data/mlflow adult-model-serve     # the champion
 #   docker run -d -p 127.0.0.1:8000:8000 -v "$PWD/models:/models:ro" -e MLCI_SERVE_MODEL_DIR=/models \
 #     adult-model-serve                                                                      # a model directory
-FROM pipeline AS serve
+FROM runtime AS serve
 # Inside its own network namespace the server must listen on all of the container's addresses
 # for a published port to reach it; publish it on the host's loopback (`-p 127.0.0.1:...`).
 ENV MLCI_SERVE_HOST=0.0.0.0 \
@@ -114,3 +129,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/ready', timeout=2)"]
 CMD ["serve"]
+
+# ---- pipeline: the pipeline image, the default target (last, so a plain `docker build` makes it) ----
+FROM runtime AS pipeline
+CMD ["run"]

@@ -22,7 +22,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "python:3.11-slim"
 IMAGE = "adult-model"
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+#: A TLS-intercepting proxy's CA certificates (this machine's); passed to builds as PIP_CA, never a layer.
+PROXY_CAS = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
+
+
+def proxy_ca() -> str:
+    return "".join(p.read_text() for p in PROXY_CAS)
 
 
 def docker_cli() -> str | None:
@@ -33,9 +38,12 @@ def docker_cli() -> str | None:
     return None
 
 
-def docker(*args: str, check: bool = True, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
+def docker(*args: str, check: bool = True, timeout: float = 900, buildkit: bool = False,
+           **kw) -> subprocess.CompletedProcess:
+    """The docker client; builds use the legacy builder unless ``buildkit`` (the README's plain commands
+    must work with either)."""
     cli = docker_cli()
-    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    env = {**os.environ, "DOCKER_BUILDKIT": "1" if buildkit else "0"}
     return subprocess.run([cli, *args], capture_output=True, text=True, check=check, timeout=timeout, env=env, **kw)
 
 
@@ -103,9 +111,12 @@ def slim_rootfs(rootfs: Path) -> None:
             clear(directory)
 
 
-def build(target: str = "pipeline", tag: str = IMAGE) -> subprocess.CompletedProcess:
-    """Build the repository's Dockerfile; the proxy's CA goes in as a BuildKit secret, never a layer."""
-    args = ["build", "--target", target, "-t", tag]
-    if CA_BUNDLE.exists():
-        args += ["--secret", f"id=pip_ca,src={CA_BUNDLE}"]
-    return docker(*args, str(ROOT))
+def build(target: str | None = None, tag: str = IMAGE, buildkit: bool = False) -> subprocess.CompletedProcess:
+    """``docker build -t TAG .`` as the README has it (no --target: the default, the pipeline image), plus
+    the proxy's CA as the one extra flag it needs here, and the revision label."""
+    args = ["build", "-t", tag, *(["--target", target] if target else [])]
+    if PROXY_CAS:
+        args += ["--build-arg", f"PIP_CA={proxy_ca()}"]
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    args += ["--build-arg", f"MLCI_REVISION={revision or 'unknown'}"]
+    return docker(*args, str(ROOT), buildkit=buildkit)

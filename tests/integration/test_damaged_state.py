@@ -104,3 +104,14 @@ def test_a_report_that_fails_leaves_the_previous_one_whole(tmp_path):
         write_set({tmp_path / "a.txt": b"new a", tmp_path / "blocker" / "c.txt": b"c"})
     assert (tmp_path / "a.txt").read_bytes() == b"old a" and (tmp_path / "b.txt").read_bytes() == b"old b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "blocker"]  # no temporaries left
+
+
+def test_a_first_run_without_data_leaves_nothing_behind(tmp_path, monkeypatch):
+    from conftest import PATH_VARS
+
+    for var in PATH_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)  # an empty directory, tracking on (the default)
+    result = cli("run")
+    one_line_error(result, errors.DATA, "data/raw/adult.data: file not found")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no mlflow.db, no run, no .mlci

@@ -221,15 +221,18 @@ def test_bad_requests_run_nothing(server):
 
 def test_push_runs_the_pipeline_in_the_commits_image(tmp_path):
     """Docker runner: the pushed commit is this repository; its own Dockerfile builds the image that runs."""
-    from docker_harness import CA_BUNDLE, docker_cli, engine_or_skip, ensure_base_image
+    from docker_harness import PROXY_CAS, docker_cli, engine_or_skip, ensure_base_image, proxy_ca
 
     engine_or_skip()
     ensure_base_image()
     files = {name: ROOT / name for name in repo_files()}
-    extra = ["--build-secret", f"pip_ca={CA_BUNDLE}"] if CA_BUNDLE.exists() else []
+    extra = []
+    if PROXY_CAS:
+        (tmp_path / "proxy-ca.pem").write_text(proxy_ca())
+        extra = ["--build-ca", str(tmp_path / "proxy-ca.pem")]
     import os
 
-    os.environ.setdefault("MLCI_DOCKER", docker_cli())  # the server inherits it: a BuildKit-capable client
+    os.environ.setdefault("MLCI_DOCKER", docker_cli())  # the server inherits it
     srv = start(tmp_path, files, "docker", *extra)
     try:
         srv.git("push", "-q", "origin", "main")

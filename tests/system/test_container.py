@@ -62,15 +62,52 @@ def image():
     return IMAGE
 
 
+def readme_block(name: str) -> str:
+    """The shell block marked ``<!-- container: NAME -->`` in the README: the tests run what users read."""
+    text = (ROOT / "README.md").read_text()
+    marker = f"<!-- container: {name} -->\n```sh\n"
+    start = text.index(marker) + len(marker)
+    return text[start:text.index("```", start)]
+
+
+def sh(block: str, cwd: Path, user: int | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a README block with bash, as it is written (the harness's client first on PATH); as ``user``
+    (an unprivileged uid with access to the engine's socket) when given."""
+    from docker_harness import docker_cli
+
+    env = {**os.environ, "PATH": f"{Path(docker_cli()).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "DOCKER_BUILDKIT": "0", "HOME": str(cwd)}
+    cmd = ["bash", "-euo", "pipefail", "-c", block]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_the_readme_build_is_the_plain_tutorial_command(image):
+    assert readme_block("build").strip() == "docker build -t adult-model ."
+    config = json.loads(docker("image", "inspect", image, "--format", "{{json .Config}}").stdout)
+    assert config["Cmd"] == ["run"] and config["Entrypoint"] == ["mlci"] and config.get("Healthcheck") is None
+    labels = config["Labels"]
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert labels["org.opencontainers.image.revision"] == revision
+    assert labels["org.opencontainers.image.licenses"] == "MIT" and labels["org.opencontainers.image.version"]
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+
+
 def test_tutorial_workflow(image, tmp_path):
-    """docker run -d, then docker container exec for each stage, the tutorial's jq/bc gate, docker rm -f."""
-    name = f"model-{uuid.uuid4().hex[:8]}"
-    docker("run", "-d", "--name", name, image, "idle")
+    """The README's docker run -d / exec / rm -f block as written, plus the tutorial's jq/bc gate."""
+    docker("rm", "-f", "model", check=False)
+    block = readme_block("tutorial")
+    lines = block.strip().splitlines()
+    assert lines[0].startswith("docker run -d --name model adult-model idle") and lines[-1] == "docker rm -f model"
     try:
-        for stage in ("preprocess", "train"):
-            docker("container", "exec", name, "mlci", stage)
-        # The tutorial's own gate snippet, unchanged but for the path of the file.
-        meta = docker("container", "exec", name, "cat", "/data/results/train_metadata.json").stdout
+        sh("\n".join(lines[:-1]), tmp_path)  # all but the removal: first look at the idle container
+        health = docker("inspect", "-f", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", "model").stdout.strip()
+        assert health == ""  # no health check on the pipeline image: its idle container is never "unhealthy"
+        meta = docker("container", "exec", "model", "cat", "/data/results/train_metadata.json").stdout
         (tmp_path / "train_metadata.json").write_text(meta)
         snippet = (
             "val_acc=$(jq .validation_acc train_metadata.json); threshold=0.8; "
@@ -80,26 +117,69 @@ def test_tutorial_workflow(image, tmp_path):
         )
         out = subprocess.run(["bash", "-c", snippet], cwd=tmp_path, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "validation accuracy is higher than the threshold"
-        gate = docker("container", "exec", name, "mlci", "gate")  # its clean replacement
+        gate = docker("container", "exec", "model", "mlci", "gate")  # its clean replacement
         assert gate.stdout.startswith("validation accuracy is higher than the threshold")
-        docker("container", "exec", name, "mlci", "test")
-        both = docker("container", "exec", name, "cat", "/data/results/train_metadata.json",
-                      "/data/results/test_metadata.json").stdout
-        assert '"validation_acc"' in both and '"test_acc"' in both
+        sh(lines[-1], tmp_path)
+        assert docker("container", "inspect", "model", check=False).returncode != 0
     finally:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", "model", check=False)
 
 
-def test_one_shot_run_writes_to_the_volume_as_the_caller(image, tmp_path):
-    results = tmp_path / "results"
-    results.mkdir()
-    uid, gid = os.getuid(), os.getgid()
-    proc = docker("run", "--rm", "--user", f"{uid}:{gid}", "-v", f"{results}:/data/results", image, "run",
-                  check=False)
-    assert proc.returncode == 0, proc.stderr
-    meta = json.loads((results / "test_metadata.json").read_text())
+@pytest.fixture
+def fresh_registry_volume():
+    docker("volume", "rm", "-f", "mlci-mlflow", check=False)
+    yield "mlci-mlflow"
+    docker("volume", "rm", "-f", "mlci-mlflow", check=False)
+
+
+def test_one_shot_run_as_written_twice_keeps_its_registry(image, tmp_path, fresh_registry_volume):
+    block = readme_block("one-shot")
+    first = sh(block, tmp_path)
+    meta = json.loads((tmp_path / "results" / "test_metadata.json").read_text())
     assert meta["test_acc"] > 0.85
-    assert (results / "train_metadata.json").stat().st_uid == uid
+    assert (tmp_path / "results" / "train_metadata.json").stat().st_uid == os.getuid()
+    assert "adult-income v1 is the champion" in first.stderr
+    second = sh(block, tmp_path)  # the named volume kept the registry: the same model is v1, the champion
+    assert "adult-income v1" in second.stderr and "tracked:" in second.stderr
+
+
+def test_one_shot_run_as_an_unprivileged_user(image, tmp_path, fresh_registry_volume):
+    """The same block as uid 10123, with no results directory yet (the block makes it, owned by that user)."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI runs as root: switching to an unprivileged user must work there")
+        pytest.skip("switching to another user needs root")
+    uid = 10123
+    home = Path(tempfile.mkdtemp(prefix="mlci-user-", dir="/tmp"))  # a place that user can reach
+    os.chown(home, uid, uid)
+    # The engine's socket, for this test only: that user may reach it (its directories) and talk to it.
+    sock = Path(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://"))
+    saved = {d: d.stat().st_mode for d in sock.parents if d != Path("/")}
+    gid = sock.stat().st_gid
+    try:
+        for d, mode in saved.items():
+            d.chmod(mode | 0o001)
+        os.chown(sock, -1, uid)
+        sh(readme_block("one-shot"), home, user=uid)
+        results = home / "results"
+        assert results.stat().st_uid == uid and (results / "test_metadata.json").stat().st_uid == uid
+    finally:
+        os.chown(sock, -1, gid)
+        for d, mode in saved.items():
+            d.chmod(mode)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_an_unwritable_results_directory_is_one_line(image, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir(mode=0o755)  # root's; the container runs as its own unprivileged user
+    proc = docker("run", "--rm", "-v", f"{results}:/data/results", image, "run", "--no-track", check=False)
+    assert proc.returncode == errors.IO, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "/data/results" in last and "permission denied" in last and "Traceback" not in proc.stderr
 
 
 def test_gate_failure_is_the_containers_exit_code(image):
@@ -110,14 +190,8 @@ def test_gate_failure_is_the_containers_exit_code(image):
 
 
 def test_read_only_root_filesystem(image, tmp_path):
-    results = tmp_path / "ro-results"
-    results.mkdir()
-    os.chmod(results, 0o777)
-    tmpfs = [a for d in ("/data/processed", "/data/model", "/data/state", "/data/mlflow", "/tmp")
-             for a in ("--tmpfs", d)]
-    proc = docker("run", "--rm", "--read-only", *tmpfs, "-v", f"{results}:/data/results", image, "run", check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads((results / "gate.json").read_text())["passed"] is True
+    sh(readme_block("read-only"), tmp_path)
+    assert json.loads((tmp_path / "results" / "gate.json").read_text())["passed"] is True
 
 
 def test_bad_input_inside_the_container(image):

@@ -123,6 +123,7 @@ def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bo
     from mlci.pipeline.runner import run as run_pipeline
     from mlci.pipeline.workspace import workspace_lock
 
+    fresh = not S.from_env(ctx.obj.get("params_file")).state_dir.exists()
     s, params = context(ctx, with_profile(overrides, profile))
     err = Console(stderr=True, highlight=False)
     echo = (lambda line: err.print(line, markup=False)) if as_json else click.echo
@@ -131,8 +132,12 @@ def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bo
         observers = [_Display(err)] + ([tracked] if tracked else [])
         result = run_pipeline(s, params, force=force, until=until, observers=observers, echo=echo,
                               champion=tracked.champion if tracked else None)
-
     statuses = result.statuses
+    if fresh and not any(st in ("ran", "cached") for st in statuses.values()):
+        import shutil
+
+        shutil.rmtree(s.state_dir, ignore_errors=True)  # a first run that made nothing leaves nothing behind
+
     outputs = {key: read_json(s.result(fname)) for key, fname, stage in _OUTPUTS
                if s.result(fname).exists() and statuses.get(stage) in ("ran", "cached", "failed")}
     if as_json:

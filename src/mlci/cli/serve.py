@@ -24,11 +24,11 @@ from mlci.config import settings as S
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
-@click.option("--build-secret", "build_secrets", multiple=True, metavar="ID=PATH",
-              help="A BuildKit secret for `docker build` (e.g. pip_ca=/etc/ssl/certs/ca-certificates.crt).")
+@click.option("--build-ca", type=click.Path(dir_okay=False, exists=True), default=None, metavar="PATH",
+              help="A TLS-intercepting proxy's CA certificate (PEM) for pip in `docker build` (in no layer).")
 @handle_errors
 def webhook(repo_url: str, branches: tuple[str, ...], repository: str | None, workdir: Path, runner: str,
-            host: str, port: int, max_body_bytes: int, build_secrets: tuple[str, ...]) -> None:
+            host: str, port: int, max_body_bytes: int, build_ca: str | None) -> None:
     """Run the pipeline on every signed GitHub push event POSTed to /github-webhook/ (secret: MLCI_WEBHOOK_SECRET)."""
     secret = os.environ.get("MLCI_WEBHOOK_SECRET", "")
     if not secret:
@@ -40,7 +40,7 @@ def webhook(repo_url: str, branches: tuple[str, ...], repository: str | None, wo
     workdir.mkdir(parents=True, exist_ok=True)
     config = Config(secret=secret.encode(), repo_url=repo_url, workdir=workdir.absolute(), branches=branches,
                     repository=repository, runner=runner, max_body_bytes=max_body_bytes,
-                    build_secrets=build_secrets)
+                    build_ca=build_ca)
     uvicorn.run(app(config), host=host, port=port, log_level="info")
 
 

@@ -36,6 +36,10 @@ class TrackedRun:
 
     def finished(self, result) -> None:
         statuses = result.statuses
+        if not any(st in ("ran", "cached") for st in statuses.values()) and result.stages[0].status == "failed":
+            # The first stage failed on its input (a missing file, say): nothing was made, so nothing is
+            # recorded, and no store is created for it.
+            return
         if statuses and all(st == "cached" for st in statuses.values()):
             matched = self._matching_run()
             if matched is not None:

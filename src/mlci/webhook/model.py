@@ -35,6 +35,6 @@ class Config:
     branches: tuple[str, ...] = ("main",)
     repository: str | None = None  # "owner/name" the events must be about; None: any
     runner: str = "auto"  # auto, docker, host
-    build_secrets: tuple[str, ...] = ()  # "id=path": BuildKit secrets for `docker build` (e.g. a proxy's CA)
+    build_ca: str | None = None  # a proxy's CA certificate file, for pip in `docker build` (PIP_CA, in no layer)
     max_body_bytes: int = 1 << 20
     timeout: float = 1800.0

@@ -72,8 +72,9 @@ def execute(run: Run, config: Config) -> None:
 
 def _in_docker(step, run: Run, config: Config, base: Path, src: Path, store: Path) -> tuple[int, Path]:
     tag = f"mlci-webhook:{run.commit[:12]}"
-    secrets = [a for spec in config.build_secrets for a in ("--secret", _secret(spec))]
-    if step(docker_cli(), "build", *secrets, "-t", tag, str(src), env=DOCKER_ENV):
+    ca = ["--build-arg", f"PIP_CA={Path(config.build_ca).read_text()}"] if config.build_ca else []
+    if step(docker_cli(), "build", *ca, "--build-arg", f"MLCI_REVISION={run.commit}", "-t", tag, str(src),
+            env=DOCKER_ENV):
         raise RuntimeError("docker build failed")
     results_dir = base / "results"
     results_dir.mkdir()
@@ -122,16 +123,11 @@ def read_json_or_none_safe(path: Path) -> dict | None:
 
 
 def docker_cli() -> str:
-    """``MLCI_DOCKER`` (a client that builds with BuildKit secrets, e.g. Debian's /usr/bin/docker) or `docker`."""
+    """``MLCI_DOCKER`` (e.g. Debian's /usr/bin/docker) or `docker`."""
     return os.environ.get("MLCI_DOCKER") or shutil.which("docker") or "docker"
 
 
 DOCKER_ENV = {**os.environ, "DOCKER_BUILDKIT": "1"}
-
-
-def _secret(spec: str) -> str:
-    ident, _, path = spec.partition("=")
-    return f"id={ident},src={path}"
 
 
 def _runner(choice: str) -> str:
