@@ -116,3 +116,19 @@ def test_unix_manners(workspace):
     assert json.loads(bad.stdout) == {"error": "params.yaml: train.learnin_rate: unknown key", "exit_code": 2}
     unreachable = cli("run", "--json", env={"MLCI_NO_TRACK": "", "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
     assert unreachable.exit_code == errors.TRACKING and json.loads(unreachable.stdout)["exit_code"] == errors.TRACKING
+
+
+def test_a_pull_request_registers_a_challenger_and_leaves_the_champion(tracked):
+    assert cli("run").exit_code == 0  # v1, the champion
+    pr = {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "pull_request", "GITHUB_HEAD_REF": "feature",
+          "GITHUB_REF_NAME": "7/merge"}
+    result = cli("run", "--json", "-S", "train.n_estimators=395", env=pr)
+    summary = json.loads(result.stdout)["tracking"]
+    assert summary["version"] == "2" and summary["promoted"] is False and summary["challenger"] == "challenger"
+    assert "a pull request never promotes" in summary["note"]
+    diff = cli("diff", "champion", "challenger", "--json")
+    d = json.loads(diff.stdout)
+    assert d["a_label"] == "champion (v1)" and d["b_label"] == "challenger (v2)"
+    off = cli("run", "--json", "--no-promote", "-S", "train.n_estimators=394")
+    assert json.loads(off.stdout)["tracking"]["promoted"] is False
+    assert json.loads(cli("runs", "--promotions", "--json").stdout)[-1]["version"] == "1"  # never moved

@@ -94,6 +94,8 @@ def _tracking_line(summary: dict | None) -> None:
         line += f"; {summary['model']} v{summary['version']}"
         if summary.get("promoted"):
             line += " is the champion"
+        elif summary.get("challenger"):
+            line += f" is the {summary['challenger']}"
         if summary.get("note"):
             line += f" ({summary['note']})"
     click.echo(line, err=True)
@@ -111,12 +113,16 @@ for _st in STAGES:
 @click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=NO_TRACK_HELP)
 @click.option("--until", type=click.Choice(STAGE_NAMES), default=STAGE_NAMES[-1], show_default=True,
               help="Stop after this stage (e.g. `test`: the tutorial's pipeline, no report).")
+@click.option("--no-promote", is_flag=True,
+              help="Record and register, but never move the champion (same as -S tracking.promote=false).")
 @profile_option
 @click.pass_context
 @handle_errors
 def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bool, wait: float,
-        no_track: bool, until: str, profile: str | None) -> None:
+        no_track: bool, until: str, no_promote: bool, profile: str | None) -> None:
     """Run preprocess, train, gate, test and report, skipping stages that are up to date."""
+    if no_promote:
+        overrides = (*overrides, "tracking.promote=false")
     from rich.console import Console
 
     from mlci.fileio import read_json

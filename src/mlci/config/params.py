@@ -179,6 +179,12 @@ class TrackingParams(Strict):
     #: Decides which of two passing models is better when promotions race.
     compare_metric: str = "validation_roc_auc"
     greater_is_better: bool = True
+    #: Whether a passing model may become the champion at all (``mlci run --no-promote``: never).
+    promote: bool = True
+    #: Only runs on these branches promote; elsewhere (other branches, pull requests) a passing model
+    #: gets ``challenger_alias`` and the champion stays. An empty list: every branch promotes.
+    promote_branches: list[str] = Field(default_factory=lambda: ["main", "master"])
+    challenger_alias: str = "challenger"
 
 
 class Params(Strict):

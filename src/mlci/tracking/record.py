@@ -109,6 +109,13 @@ def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict
         out["note"] = "gate failed: champion unchanged"
         return out
     registry.tag_version(version, {"gate": "passed"})
+    refusal = promotion_refused(registry.tracking, git_info(s.workdir))
+    if refusal:
+        registry.client.set_registered_model_alias(registry.name, registry.challenger_alias, str(version))
+        registry.log(run_id, {}, {}, {"promoted": "false", "challenger": "true"})
+        out.update(challenger=registry.challenger_alias, note=f"{refusal}: registered as the "
+                   f"{registry.challenger_alias}, the {registry.alias} stays")
+        return out
     train = read_json_or_none(s.result(S.TRAIN_METADATA))
     value = train.get(registry.compare_metric)
     if value is None:
@@ -122,6 +129,18 @@ def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict
     registry.log(run_id, {}, {}, {"promoted": str(decision["promoted"]).lower()})
     out.update(decision)
     return out
+
+
+def promotion_refused(tracking: dict, git: dict) -> str | None:
+    """Why this run may not move the champion (None: it may), by the promotion policy."""
+    if not tracking.get("promote", True):
+        return "promotion is off (tracking.promote / --no-promote)"
+    if git.get("pull_request") == "true":
+        return "a pull request never promotes"
+    branches, branch = tracking.get("promote_branches") or [], git.get("git_branch")
+    if branches and branch is not None and branch not in branches:
+        return f"branch {branch!r} does not promote (tracking.promote_branches: {', '.join(branches)})"
+    return None
 
 
 def _gate_is_current(gate: dict, s: S.Settings) -> bool:

@@ -43,9 +43,11 @@ class Registry:
         self.uri = uri
         use_uri(uri)  # artifact downloads resolve `models:/` and run URIs with the fluent API's URIs
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self.tracking = tracking
         self.experiment = tracking["experiment"]
         self.name = tracking["model_name"]
         self.alias = tracking["alias"]
+        self.challenger_alias = tracking.get("challenger_alias", "challenger")
         self.compare_metric = tracking["compare_metric"]
         self.greater_is_better = tracking["greater_is_better"]
 

@@ -13,14 +13,20 @@ from mlci.tracking.store import T
 
 def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | None = None):
     """A run from a reference: a run id (or unique prefix), a model version (``3``, ``v3``),
-    a git revision, ``latest`` or ``champion``."""
+    a git revision, ``latest``, ``champion`` or ``challenger`` (the aliases as configured)."""
     ref = ref or default
     client = registry.client
-    if ref == "champion":
-        mv = registry.champion()
-        if mv is None:
-            raise PrerequisiteError(f"{registry.name} has no {registry.alias} yet")
-        return client.get_run(mv.run_id), f"{registry.alias} (v{mv.version})"
+    aliases = {"champion": registry.alias, "challenger": registry.challenger_alias, registry.alias: registry.alias,
+               registry.challenger_alias: registry.challenger_alias}
+    if ref in aliases:
+        from mlflow.exceptions import MlflowException
+
+        alias = aliases[ref]
+        try:
+            mv = client.get_model_version_by_alias(registry.name, alias)
+        except MlflowException:
+            raise PrerequisiteError(f"{registry.name} has no {alias} yet") from None
+        return client.get_run(mv.run_id), f"{alias} (v{mv.version})"
     runs = registry.runs(limit=500)
     if ref == "latest":
         pipeline_runs = [r for r in runs if r.data.tags.get(T + "command") == "run"] or runs

@@ -87,12 +87,45 @@ def git_info(cwd: Path | None = None) -> dict[str, str]:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
 
+    out: dict[str, str] = {}
     try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        out["git_commit"] = git("rev-parse", "HEAD")
+        out["git_dirty"] = str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower()
     except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+        pass  # not a checkout: what the CI's variables say still counts
+    branch = ci_branch()
+    if branch is None and out:
+        try:
+            name = git("rev-parse", "--abbrev-ref", "HEAD")
+            branch = None if name == "HEAD" else name  # detached: no branch
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if branch:
+        out["git_branch"] = branch
+    if pull_request():
+        out["pull_request"] = "true"
+    return out
+
+
+def ci_branch() -> str | None:
+    """The branch a CI job builds, from the CI's own variables (its checkout is often detached)."""
+    env = os.environ
+    if env.get("MLCI_BRANCH"):  # said outright (the webhook says which branch it builds)
+        return env["MLCI_BRANCH"]
+    if env.get("GITHUB_ACTIONS") == "true":
+        return env.get("GITHUB_HEAD_REF") or env.get("GITHUB_REF_NAME") or None
+    if env.get("CHANGE_BRANCH"):  # Jenkins multibranch: a pull request's source branch
+        return env["CHANGE_BRANCH"]
+    for name in ("BRANCH_NAME", "GIT_BRANCH", "CI_COMMIT_REF_NAME"):  # Jenkins, GitLab
+        if env.get(name):
+            return env[name].removeprefix("origin/")
+    return None
+
+
+def pull_request() -> bool:
+    env = os.environ
+    return (env.get("GITHUB_EVENT_NAME", "").startswith("pull_request") or bool(env.get("CHANGE_ID"))
+            or bool(env.get("CI_MERGE_REQUEST_IID")))
 
 
 def who() -> str:

@@ -81,13 +81,13 @@ def _in_docker(step, run: Run, config: Config, base: Path, src: Path, store: Pat
     for d in (results_dir, store):
         d.chmod(0o777)  # the image runs as an unprivileged user
     uri = ["-e", "MLFLOW_TRACKING_URI"] if os.environ.get("MLFLOW_TRACKING_URI") else []
-    code = step(docker_cli(), "run", "--rm", *uri, "-v", f"{results_dir}:/data/results",
+    code = step(docker_cli(), "run", "--rm", *uri, "-e", f"MLCI_BRANCH={run.branch}", "-v", f"{results_dir}:/data/results",
                 "-v", f"{store}:/data/mlflow", tag, "run", env=DOCKER_ENV)
     return code, results_dir
 
 
 def _on_host(step, run: Run, config: Config, base: Path, src: Path, store: Path) -> tuple[int, Path]:
-    env = scrubbed_env()
+    env = scrubbed_env(MLCI_BRANCH=run.branch)  # the checkout is detached: say which branch it is
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{(store / 'mlflow.db').absolute()}")
     # -I: isolated mode; the checkout (the working directory) is not on sys.path, so a pushed
     # top-level `mlci/` package cannot stand in for the installed one.
