@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Set up and run mlci with nothing but python3 (3.11+) and access to PyPI.
 
-    python3 tasks.py run      # set up .venv, then run the whole pipeline on the bundled data
-    python3 tasks.py test     # set up .venv (with test tools), then run the test suite
+    python3 tasks.py run      # set up .venv (what running needs), then run the whole pipeline
+    python3 tasks.py test     # set up .venv (with every test tool), then run the test suite
     python3 tasks.py test-unit  # only the fast unit tier (tests/unit: pytest -m unit, seconds)
     python3 tasks.py bench    # the pipeline benchmark (bench/pipeline.py)
     python3 tasks.py bench-report     # what the report costs (bench/report.py)
@@ -14,8 +14,10 @@
     python3 tasks.py lock     # re-pin requirements.lock from pyproject.toml
 
 Set-up creates ``.venv`` and installs exactly the versions pinned in
-``requirements.lock`` (with uv, itself pinned below, for speed), then the
-project in editable mode. It is skipped when nothing it depends on changed.
+``requirements-runtime.lock`` for ``run`` (no test tools, no best profile, no MLflow
+server) or ``requirements.lock`` for everything else (with uv, itself pinned below,
+for speed), then the project in editable mode. It is skipped when nothing it
+depends on changed (a test set-up serves ``run`` as it is).
 Extra arguments are passed on: ``python3 tasks.py run --force``,
 ``python3 tasks.py test -k load``.
 """
@@ -41,24 +43,36 @@ def sh(*cmd: str | os.PathLike, **kw) -> None:
     subprocess.run([str(c) for c in cmd], check=True, **kw)
 
 
-def setup() -> None:
+RUNTIME_LOCK = ROOT / "requirements-runtime.lock"
+
+
+def _digest(lock: Path) -> str:
+    return hashlib.sha256(
+        b"".join(p.read_bytes() for p in (lock, ROOT / "pyproject.toml", Path(__file__))) + UV.encode()
+    ).hexdigest()
+
+
+def setup(kind: str = "test") -> None:
+    """``.venv`` with the pins of ``kind``: "run" (what running needs: the runtime lock) or "test" (the
+    whole development lock: test tools, the best profile, MLflow's server). A test set-up serves a
+    run too, so `run` after `test` installs nothing."""
     if sys.version_info < (3, 11):
         sys.exit(f"mlci needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     stamp = VENV / ".mlci-setup"
-    digest = hashlib.sha256(
-        b"".join(p.read_bytes() for p in (LOCK, ROOT / "pyproject.toml", Path(__file__))) + UV.encode()
-    ).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest and (BIN / "mlci").exists():
+    current = stamp.read_text() if stamp.exists() and (BIN / "mlci").exists() else ""
+    wanted = {"test": f"test {_digest(LOCK)}", "run": f"run {_digest(RUNTIME_LOCK)}"}
+    if current in (wanted["test"], wanted[kind]):
         return
+    lock = LOCK if kind == "test" else RUNTIME_LOCK
     if not (BIN / "python").exists():
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
     sh(BIN / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", UV)
     env = {**os.environ, "VIRTUAL_ENV": str(VENV)}
     # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on our CI machines) every import would
     # otherwise compile from source, which triples the start-up time of a run.
-    sh(BIN / "uv", "pip", "sync", "--compile-bytecode", "--python", BIN / "python", LOCK, env=env)
+    sh(BIN / "uv", "pip", "sync", "--compile-bytecode", "--python", BIN / "python", lock, env=env)
     sh(BIN / "uv", "pip", "install", "--python", BIN / "python", "--no-deps", "-e", ROOT, env=env)
-    stamp.write_text(digest)
+    stamp.write_text(wanted[kind])
 
 
 def main(argv: list[str]) -> int:
@@ -79,7 +93,7 @@ def main(argv: list[str]) -> int:
         sh(BIN / "uv", "pip", "compile", "--quiet", "--python-version", "3.11", "--no-emit-package", "mlci",
            "--extra", "best", "--constraint", "requirements.lock", "pyproject.toml", "-o", "requirements-best.lock")
         return 0
-    setup()
+    setup("run" if task == "run" else "test")
     if task == "run":
         return subprocess.call([str(BIN / "mlci"), "run", *rest])
     if task == "test":
