@@ -68,6 +68,22 @@ def test_jjb_chain_builds_each_job_after_a_stable_upstream(jobs):
     assert "trap 'docker rm -f model" in last  # the tutorial's final `docker rm -f model`, even on failure
 
 
+def test_jjb_jobs_have_jenkins_basics(jobs):
+    """No overlapping chains, a timeout, the container gone after any failure, JUnit and the archive."""
+    for name, job in jobs.items():
+        assert job.findtext("blockBuildWhenDownstreamBuilding") == "true", name
+        assert job.findtext("blockBuildWhenUpstreamBuilding") == "true", name
+        timeout = job.find(".//hudson.plugins.build__timeout.BuildTimeoutWrapper")
+        assert timeout is not None and "30" in ET.tostring(timeout, encoding="unicode"), name
+        assert "docker rm -f model" in shell(job) and "trap " in shell(job), name  # cleanup on any failure
+    test = jobs["test"]
+    junit = test.find("publishers/hudson.tasks.junit.JUnitResultArchiver")
+    assert junit is not None and junit.findtext("testResults") == "results/junit.xml"
+    archived = test.findtext("publishers/hudson.tasks.ArtifactArchiver/artifacts")
+    assert "results/*.json" in archived and "results/report.*" in archived
+    assert "docker cp model:/data/results ./results" in shell(test)
+
+
 def test_every_ci_step_is_a_real_mlci_command(jobs):
     from mlci.cli import main
 
