@@ -65,7 +65,7 @@ def test_jjb_chain_builds_each_job_after_a_stable_upstream(jobs):
     last = steps[2]
     order = [last.index(s) for s in ("mlci gate", "mlci test", "train_metadata.json", "mlci run")]
     assert order == sorted(order)
-    assert "trap 'docker rm -f model" in last  # the tutorial's final `docker rm -f model`, even on failure
+    assert "trap '" in last and "docker rm -f model" in last  # the tutorial's final `docker rm -f model`, even on failure
 
 
 def test_jjb_jobs_have_jenkins_basics(jobs):
