@@ -8,7 +8,9 @@ from test_load import HEADER, ROW, ROW2
 
 from mlci import errors
 
-GOOD = [ROW, ROW2] * 60  # 120 valid rows, enough to split
+# 120 valid, distinct rows, enough to split (identical rows would all land in one split: they go by content).
+GOOD = [r for i in range(60) for r in (ROW.replace(",40,United-States", f",{20 + i},United-States"),
+                                       ROW2.replace(",13,United-States", f",{10 + i},United-States"))]
 
 
 def body(rows):

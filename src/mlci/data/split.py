@@ -50,6 +50,10 @@ def split_frame(frame: pd.DataFrame, target: str, validation: float, test: float
     parts = {"test": frame[u < test], "validation": frame[(u >= test) & (u < test + validation)],
              "train": frame[u >= test + validation]}
     for name, part in parts.items():
+        if not len(part):
+            raise DataError(f"{where}: cannot split the data: the {name} split is empty ({len(frame)} rows, "
+                            f"{frame.drop_duplicates().shape[0]} distinct; identical rows go to the same split): "
+                            f"more rows or a larger split.{name} fraction")
         present = set(part[target].dropna().unique())
         lacking = [str(c) for c in counts.index if c not in present]
         if lacking:

@@ -47,7 +47,8 @@ def execute(run: Run, config: Config) -> None:
     try:
         with open(base / "log.txt", "w", encoding="utf-8") as log:
             def step(*cmd: str, **kw) -> int:
-                log.write("$ " + " ".join(cmd) + "\n")
+                shown = [a.split("=", 1)[0] + "=<the proxy's CA>" if a.startswith("PIP_CA=") else a for a in cmd]
+                log.write("$ " + " ".join(shown) + "\n")
                 log.flush()
                 return subprocess.run(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       timeout=config.timeout, **kw).returncode
