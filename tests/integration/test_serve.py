@@ -313,6 +313,18 @@ def test_predict_one_and_many_match_the_pipeline(server, registry_ws):
     assert missing.status_code == 200 and 0 <= missing.json()["predictions"][0]["probability"] <= 1
 
 
+def test_the_datas_own_field_names_are_accepted(server):
+    """The Kaggle file's header spells them `education.num`; the server takes them as the loader does."""
+    kaggle = {k.replace("_", "."): v for k, v in GOOD.items()}
+    assert "education.num" in kaggle
+    same = server.client.post("/predict", json=GOOD).json()["predictions"]
+    r = server.client.post("/predict", json=[kaggle, GOOD])
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == same * 2
+    twice = server.client.post("/predict", json={**kaggle, "education_num": 13})
+    assert twice.status_code == 422 and "given twice" in twice.text
+
+
 @pytest.mark.parametrize("change, field, kind", [
     ({"age": "39"}, "age", "int_type"),  # a wrong type
     ({"age": 39.5}, "age", "int_type"),

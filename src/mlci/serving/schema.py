@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, create_model, model_validator
 
-from mlci.data.dataset import DatasetDef
+from mlci.data.dataset import DatasetDef, normalise_name
 
 UNKNOWN_CATEGORIES = ("reject", "accept")
 
@@ -46,10 +46,29 @@ def record_model(ds: DatasetDef, categories: dict[str, list[str]], unknown: str 
         fields[name] = (_field_type(by_name[name], None, "accept"), Field(None, description="Ignored by the model."))
     return create_model(
         "Record",
-        __config__=ConfigDict(extra="forbid", frozen=True, title="Record"),
-        __doc__=f"One raw record of dataset {ds.name!r}; null means missing.",
+        __base__=_RecordBase,
+        __doc__=f"One raw record of dataset {ds.name!r}; null means missing. Field names may also be spelt as in "
+                "the data's header (`education.num`, `mean radius`): they are normalised as the loader does.",
         **fields,
     )
+
+
+class _RecordBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Record")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_names(cls, data: Any) -> Any:
+        """Accept the data's own spellings of the field names (``education.num``), as the loader does."""
+        if not isinstance(data, dict) or all(k in cls.model_fields for k in data):
+            return data
+        out: dict = {}
+        for key, value in data.items():
+            name = normalise_name(key) if isinstance(key, str) else key
+            if name in out:
+                raise ValueError(f"field {key!r} is given twice (as {name!r})")
+            out[name] = value
+        return out
 
 
 def _field_type(col, known: list[str] | None, unknown: str):
