@@ -36,8 +36,8 @@ class CatBoostCodes(ClassifierMixin, BaseEstimator):
         self.depth = depth
         self.l2_leaf_reg = l2_leaf_reg
         self.one_hot_max_size = one_hot_max_size
-        # 1: no combinations of categoricals. CatBoost's CPU default (4) doubled the fit time on
-        # Adult for no gain in validation log-loss (measured).
+        # 1: no combinations of categoricals. CatBoost's CPU default (4) costs far more fit time on
+        # Adult for no gain in validation log-loss (README, "The best profile").
         self.max_ctr_complexity = max_ctr_complexity
         self.random_seed = random_seed
         self.thread_count = thread_count
@@ -79,8 +79,8 @@ class CatBoostCodes(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         X = np.asarray(X, dtype=np.float64)
         if len(X) <= SMALL:
-            # A few rows (the server's single records): plain lists skip the DataFrame, 1.2 -> 0.35 ms
-            # a record (measured; the same probabilities).
+            # A few rows (the server's single records): plain lists skip the DataFrame's set-up, most of
+            # a record's cost (the same probabilities; README, "The best profile").
             rows = [c + r for c, r in zip(self._codes(X).tolist(), X[:, self.n_categorical:].tolist())]
             return self.model_.predict(rows, prediction_type="Probability", thread_count=1)
         return self.model_.predict_proba(self._frame(X))

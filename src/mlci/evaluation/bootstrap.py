@@ -1,8 +1,7 @@
 """Bootstrap confidence intervals for the binary metrics, all resamples at once.
 
-Calling scikit-learn's metric functions once per resample costs ~1 ms per
-metric per resample: 9 metrics x 1,000 resamples x 2 splits is ~20 s, far
-over the report's 1.5 s budget. A resample is a vector of counts (how often
+Calling scikit-learn's metric functions once per resample and metric costs far
+more than the report's whole budget (README, "Reports": the figures). A resample is a vector of counts (how often
 each row was drawn), so every metric is a weighted sum: the confusion-matrix
 metrics are matrix products, and ROC-AUC and average precision are cumulative
 sums over the rows sorted once by score (ties grouped, as scikit-learn does).
@@ -124,7 +123,7 @@ def intervals(
 
     # The matrix products here are small (resamples x rows x 6): a second BLAS thread gains
     # nothing, and its busy-waiting between calls takes a core from the report's figure process
-    # (measured: the report stage 1.5 s -> 1.2 s).
+    # (measured: README, "Reports").
     with threadpool_limits(1, user_api="blas"):
         return _intervals(y, proba, resamples, seed, level, threshold, chunk_cells)
 
@@ -135,7 +134,7 @@ def _intervals(y, proba, resamples, seed, level, threshold, chunk_cells) -> dict
     n = len(y)
     point = {k: float(v[0]) for k, v in weighted_metrics(y, proba, np.ones((1, n)), threshold).items()}
     rng = np.random.default_rng(seed)
-    # Resamples at a time: bounded memory whatever the rows (~100 MB). Smaller chunks are faster
+    # Resamples at a time: bounded memory whatever the rows (``chunk_cells`` floats). Smaller chunks are faster
     # alone (cache) but slower next to the report's other threads (more GIL hand-offs).
     chunk = max(1, chunk_cells // n)
     draws: dict[str, list[np.ndarray]] = {k: [] for k in point}

@@ -7,9 +7,8 @@ smaller than ``min_group_size`` are listed but left out of the gaps: a
 difference between two rates measured on a dozen rows is mostly noise.
 
 The rates are counted here with one ``bincount`` per column instead of
-fairlearn's ``MetricFrame``, which costs ~0.3-0.5 s per column on this
-machine (most of the report's budget for three columns) against a few
-milliseconds. The definitions are fairlearn's: demographic-parity difference
+fairlearn's ``MetricFrame``, which cost most of the report's budget for three
+columns, against next to nothing for the counts (README, "Metrics"). The definitions are fairlearn's: demographic-parity difference
 is the range of selection rates, equalized-odds difference the larger of the
 ranges of true- and false-positive rates; the tests check every number
 against ``fairlearn.metrics``.

@@ -297,8 +297,8 @@ def search_in_child(*args):
     Two copies of libgomp end up loaded (LightGBM links the system's, XGBoost the one scikit-learn
     vendors), and by default each one's idle threads spin for a while before sleeping: on two cores
     the spinning of one took the CPU from the other's work. ``OMP_WAIT_POLICY=PASSIVE`` is read when
-    a runtime loads, hence a fresh process. Measured on 6,000 rows: 83-95 s in-process, 25 s here.
-    (The default profile keeps the spinning: it has one runtime at work, and passive was ~15 % slower.)
+    a runtime loads, hence a fresh process (README, "The best profile": the figures). The default
+    profile keeps the spinning: it has one runtime at work, and passive waiting was slower for it.
     """
     import multiprocessing as mp
 

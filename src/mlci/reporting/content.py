@@ -157,9 +157,10 @@ def permutation(model, frame, y, features, positive_label, rp) -> tuple[np.ndarr
     """Permutation importance: mean and std of the ROC-AUC drop when one input column is shuffled.
 
     scikit-learn's ``permutation_importance`` calls the whole Pipeline once per column and
-    repeat (re-encoding every time, then a small LightGBM predict): ~4 s here. Encoding is row
+    repeat (re-encoding every time, then a small LightGBM predict). Encoding is row
     by row, so shuffling an encoded column is shuffling the raw one; this encodes once and
-    scores every shuffled copy in a single predict call (~10x faster, same definition).
+    scores every shuffled copy in a single predict call (the same definition, several times faster;
+    README, "Reports").
     """
     from mlci.evaluation.bootstrap import roc_auc_rows
     from mlci.modeling.estimator import positive_index

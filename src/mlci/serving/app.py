@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from mlci.serving.options import Options
 
 TOKEN_ENV = "MLCI_SERVE_TOKEN"
-# FastAPI's own OpenTelemetry hooks (0.16x) look for a configured provider on every request: about 4 us,
-# a tenth of the application's time for one record (measured in process). mlci configures none, and the
+# FastAPI's own OpenTelemetry hooks look for a configured provider on every request: a tenth of the
+# application's time for one record (measured in process). mlci configures none, and the
 # requests of the msgspec path were never seen by them (it used to sit in front of FastAPI): off.
 NO_TELEMETRY = ({"telemetry": {"tracing": False, "metrics": False, "logs": False}}
                 if "telemetry" in inspect.signature(FastAPI).parameters else {})

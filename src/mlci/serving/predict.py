@@ -1,8 +1,8 @@
 """``POST /predict``: one route of the FastAPI application, two ways through it.
 
 FastAPI's own way -- parse the body into Python objects, build a pydantic model per record,
-resolve the endpoint's dependencies -- was most of a single record's time, and over 100 ms of a
-10,000-record batch (measured). So the route (``PredictRoute``, matched by FastAPI's router like any
+resolve the endpoint's dependencies -- was most of a single record's time, and a large part of a
+10,000-record batch's (measured; README, "Serving"). So the route (``PredictRoute``, matched by FastAPI's router like any
 other) first tries the common case, a valid JSON body (``fast_path``): msgspec decodes and
 validates it in one pass (``schema.request_decoder``: the request model's rules), the ``FastScorer``
 scores it, and orjson writes the answer. Whatever msgspec refuses -- bad JSON, an empty or oversized

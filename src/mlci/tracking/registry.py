@@ -139,7 +139,7 @@ class Registry:
         """Log the pickled model as an MLflow model (sklearn flavour) of ``run_id``; register a version.
 
         ``mlflow.sklearn.log_model`` would need the unpickled object, i.e. importing scikit-learn
-        here (2 s of the tracking process's time, measured); the pickle is already written, so
+        here; the pickle is already written, so
         this builds the same MLmodel with MLflow's own Model API around the very same bytes.
         """
         import shutil
