@@ -26,19 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "adult.data"
-DATA = SHARED if SHARED.exists() else ROOT / "data" / "raw" / "adult.data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, ROOT, call  # noqa: E402
+
 PROFILES = ("default", "best")
 
 
 def mlci(ws: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLCI_NO_TRACK"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "mlci", *args], cwd=ws, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"mlci {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return proc
+    return call(ws, *args)[1]
 
 
 def latency(model_dir: Path, features: list[str], frame) -> dict:

@@ -60,3 +60,15 @@ def timed(cmd: list[str], cwd: Path, environ: dict | None = None, ok=(0,)) -> tu
 def mlci(ws: Path, *args: str, src: Path | None = None, track: bool = False, ok=(0,), **extra: str):
     """``python -m mlci ARGS`` in ``ws``: (wall seconds, peak RSS MB, stderr)."""
     return timed([sys.executable, "-m", "mlci", *args], ws, env(src, track, **extra), ok)
+
+
+def call(ws: Path, *args: str, src: Path | None = None, track: bool = False, ok=(0,),
+         **extra: str) -> tuple[float, subprocess.CompletedProcess]:
+    """``python -m mlci ARGS`` in ``ws`` with its output kept: (wall seconds, the completed process)."""
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mlci", *args], cwd=ws, env=env(src, track, **extra),
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode not in ok:
+        sys.exit(f"mlci {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return elapsed, proc

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "devtools"))  # the Docker harness the container tests use too
 
 from docker_harness import BASE, IMAGE, build, docker, ensure_base_image  # noqa: E402
 

@@ -22,20 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "adult.data"
-DATA = SHARED if SHARED.exists() else ROOT / "data" / "raw" / "adult.data"
-
-
-def mlci(ws: Path, *args: str) -> tuple[float, subprocess.CompletedProcess]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLCI_NO_TRACK"] = "1"
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mlci", *args], cwd=ws, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if proc.returncode:
-        sys.exit(f"mlci {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    return elapsed, proc
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, ROOT  # noqa: E402
+from common import call as mlci  # noqa: E402
 
 
 def main() -> int:

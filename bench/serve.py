@@ -30,9 +30,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "adult.data"
-DATA = SHARED if SHARED.exists() else ROOT / "data" / "raw" / "adult.data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, ROOT  # noqa: E402
 BIN = Path(sys.executable).parent
 
 
