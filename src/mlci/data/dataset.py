@@ -39,6 +39,17 @@ class Column(Strict):
     categories: list[str] | None = None
     min: float | None = None
     max: float | None = None
+    #: The name as the definition spells it (``mean radius``), when that is not already the normalised
+    #: ``name``: the server's schema shows it (either spelling is accepted).
+    label: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_label(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("name"), str) and data.get("label") is None:
+            if normalise_name(data["name"]) != data["name"]:
+                data = {**data, "label": data["name"].strip()}
+        return data
 
     @field_validator("name")
     @classmethod

@@ -39,7 +39,9 @@ def record_model(ds: DatasetDef, categories: dict[str, list[str]], unknown: str 
         raise ValueError(f"unknown categories must be one of {UNKNOWN_CATEGORIES}, not {unknown!r}")
     fields: dict[str, Any] = {}
     for col in ds.features:
-        fields[col.name] = (_field_type(col, categories.get(col.name), unknown), Field(...))
+        # The schema shows the data's own spelling when it differs (either is accepted).
+        alias = {"alias": col.label} if col.label else {}
+        fields[col.name] = (_field_type(col, categories.get(col.name), unknown), Field(..., **alias))
     by_name = {c.name: c for c in ds.columns}
     for name in ds.drop:
         # A dropped column's declared type still applies (the record is in the data's schema).
@@ -54,14 +56,14 @@ def record_model(ds: DatasetDef, categories: dict[str, list[str]], unknown: str 
 
 
 class _RecordBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Record")
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Record", populate_by_name=True)
 
     @model_validator(mode="before")
     @classmethod
     def _data_names(cls, data: Any) -> Any:
         """Accept the data's own spellings of the field names (``education.num``), as the loader does."""
         if not isinstance(data, dict) or all(k in cls.model_fields for k in data):
-            return data
+            return data  # the normalised names (the common case): nothing to do
         out: dict = {}
         for key, value in data.items():
             name = normalise_name(key) if isinstance(key, str) else key
