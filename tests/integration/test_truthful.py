@@ -132,3 +132,14 @@ def test_a_pull_request_registers_a_challenger_and_leaves_the_champion(tracked):
     off = cli("run", "--json", "--no-promote", "-S", "train.n_estimators=394")
     assert json.loads(off.stdout)["tracking"]["promoted"] is False
     assert json.loads(cli("runs", "--promotions", "--json").stdout)[-1]["version"] == "1"  # never moved
+
+
+def test_the_other_file_shape_passes_the_gate_against_its_champion(tracked):
+    """The issue's case: the champion trained on adult.data, the candidate on adult.csv (the same people in
+    another order). The same split, so the champion is compared on rows it never saw: the gate passes."""
+    assert cli("run").exit_code == 0
+    shutil.copy(kaggle_csv(tracked), tracked / "data" / "raw" / "adult.csv")
+    result = cli("run", "--json", env={"RAW_DATA_FILE": "adult.csv"})
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["gate"]["passed"] is True and out["tracking"]["version"] == "1"  # the very same model
