@@ -113,7 +113,8 @@ def test_a_byte_identical_model_becomes_the_champion_again_and_history_is_kept(t
 def test_unix_manners(workspace):
     bad = cli("run", "--json", "-S", "train.learnin_rate=0.1")
     assert bad.exit_code == errors.USAGE
-    assert json.loads(bad.stdout) == {"error": "params.yaml: train.learnin_rate: unknown key", "exit_code": 2}
+    assert json.loads(bad.stdout) == {"error": "-S: train.learnin_rate: unknown key (did you mean train.learning_rate?)",
+                                      "exit_code": 2}
     unreachable = cli("run", "--json", env={"MLCI_NO_TRACK": "", "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
     assert unreachable.exit_code == errors.TRACKING and json.loads(unreachable.stdout)["exit_code"] == errors.TRACKING
 

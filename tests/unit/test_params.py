@@ -85,3 +85,18 @@ def test_an_absent_params_file_means_the_repositorys_values(tmp_path):
     assert load(PARAMS, []) == defaults == Params()
     assert load(tmp_path / "missing.yaml", []) == defaults
     assert load(tmp_path / "missing.yaml", ["train.seed=1"]).train.seed == 1
+
+
+def test_a_misspelt_override_names_minus_s_and_the_nearest_key():
+    from mlci.config.params import load
+
+    with pytest.raises(UsageError, match=r"^-S: train.learnin_rate: unknown key \(did you mean train.learning_rate\?\)$"):
+        load(None, ["train.learnin_rate=0.1"])
+
+
+def test_labels_may_be_written_as_numbers():
+    from mlci.data.dataset import DatasetDef
+
+    ds = DatasetDef.model_validate({"name": "x", "target": "y", "positive_label": 1, "negative_label": 0,
+                                    "columns": [{"name": "a", "type": "numeric"}, {"name": "y", "type": "label"}]})
+    assert (ds.positive_label, ds.negative_label) == ("1", "0")

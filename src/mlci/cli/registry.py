@@ -92,7 +92,7 @@ def runs(ctx: click.Context, limit: int, as_json: bool, promotions: bool) -> Non
                       fmt(r["validation_roc_auc"]), fmt(r["test_acc"]), r["gate"] or "",
                       f"v{r['model_version']}" if r["model_version"] else "", "yes" if r["promoted"] else "",
                       r["status"])
-    Console(width=160).print(table)
+    Console().print(table)  # the terminal's width (80 columns when not a terminal)
 
 
 def _promotions(reg, as_json: bool) -> None:

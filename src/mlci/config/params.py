@@ -256,4 +256,27 @@ def load(path: Path | None, overrides: list[str] = ()) -> Params:
         return Params.model_validate(data)
     except ValidationError as e:
         where = path if path is not None and path.exists() else "parameters"
-        raise UsageError(f"{where}: {describe_validation_error(e)}") from None
+        problem = describe_validation_error(e)
+        key = problem.split(":", 1)[0]
+        # Name where the bad key came from: an override on the command line, or the file.
+        if any(o.partition("=")[0].strip() == key or key.startswith(o.partition("=")[0].strip() + ".")
+               for o in overrides):
+            where = "-S"
+        raise UsageError(f"{where}: {problem}{_suggestion(e)}") from None
+
+
+def _suggestion(e: ValidationError) -> str:
+    """`` (did you mean train.learning_rate?)`` for an unknown key close to a known one."""
+    import difflib
+
+    err = e.errors()[0]
+    if err["type"] != "extra_forbidden" or not all(isinstance(p, str) for p in err["loc"]):
+        return ""
+    model, *parents, key = (Params, *err["loc"])
+    for part in parents:
+        field = model.model_fields.get(part)
+        model = getattr(field, "annotation", None) if field else None
+        if not (isinstance(model, type) and issubclass(model, Strict)):
+            return ""
+    close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+    return f" (did you mean {'.'.join([*parents, close[0]])}?)" if close else ""

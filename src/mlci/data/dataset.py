@@ -87,6 +87,14 @@ class DatasetDef(Strict):
     def _norm_target(cls, v: str) -> str:
         return normalise_name(v)
 
+    @field_validator("positive_label", "negative_label", mode="before")
+    @classmethod
+    def _label_as_text(cls, v: Any) -> Any:
+        """Labels as they appear in the data: `positive_label: 1` is the text "1" (YAML reads a number)."""
+        if isinstance(v, bool):
+            return str(v).lower()
+        return str(v) if isinstance(v, (int, float)) else v
+
     @field_validator("drop")
     @classmethod
     def _norm_drop(cls, v: list[str]) -> list[str]:

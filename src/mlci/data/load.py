@@ -177,7 +177,10 @@ def _columns(
     declared = ds.column_names
     normalised = [normalise_name(f) for f in fields]
     known = sum(n in declared for n in normalised)
-    if known >= max(1, len(fields) // 2):  # a header line
+    # A header line: mostly declared names, or some declared names and no number at all (a definition
+    # that lists only some of the file's columns must hear which ones are missing or extra).
+    wordy = known >= 1 and not any(re.fullmatch(_NUMBER, f.strip().strip('"')) for f in fields)
+    if known >= max(1, len(fields) // 2) or wordy:
         where = f"{path}, line {line0 + 1} (header)"
         dupes = sorted({n for n in normalised if normalised.count(n) > 1})
         if dupes:
@@ -188,7 +191,10 @@ def _columns(
             raise DataError(f"{where}: missing column {', '.join(map(repr, missing))}")
         extra = [f for f, n in zip(fields, normalised) if n not in declared]
         if extra:
-            raise DataError(f"{where}: unexpected column {', '.join(map(repr, extra))}")
+            shown = ", ".join(map(repr, extra[:8])) + (f", ... ({len(extra)} in all)" if len(extra) > 8 else "")
+            raise DataError(f"{where}: unexpected column {shown}: the dataset definition does not list "
+                            f"{'it' if len(extra) == 1 else 'them'} (add {'it' if len(extra) == 1 else 'them'}, "
+                            "to its columns or to its drop list)")
         return normalised, True
     if len(fields) == len(declared):
         return declared, False
