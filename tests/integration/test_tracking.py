@@ -189,17 +189,24 @@ def test_unreachable_server_fails_before_any_work(tracked):
     assert result.stderr.count("\n") == 1 and outputs(tracked) == []
 
 
-def test_killed_pipeline_leaves_no_run_running(tracked):
-    """A run is recorded when its stages are done: a pipeline killed mid-training leaves nothing RUNNING."""
+def test_a_pipeline_killed_mid_run_is_recorded_failed(tracked):
+    """Killed during training: its run (created once preprocess was done) is RUNNING for a dead process,
+    and the next run marks it FAILED; nothing says FINISHED for work that never finished."""
     proc = subprocess.Popen([sys.executable, "-m", "mlci", "run"], cwd=tracked, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     for line in proc.stderr:
         if line.startswith("train ..."):
             break
-    time.sleep(0.5)
+    deadline = time.time() + 60
+    while not runs(tracked) and time.time() < deadline:  # the run is opened in the background
+        time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert all(r.info.status != "RUNNING" for r in runs(tracked))
+    (killed,) = runs(tracked)
+    assert killed.info.status == "RUNNING"
+    assert cli("run").exit_code == 0
+    after = client(tracked).get_run(killed.info.run_id)
+    assert after.info.status == "FAILED" and after.data.tags["mlci.failure"]
 
 
 def test_run_left_running_is_marked_failed_by_the_next(tracked):

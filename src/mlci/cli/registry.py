@@ -77,9 +77,19 @@ def runs(ctx: click.Context, limit: int, as_json: bool, promotions: bool) -> Non
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    import sys
+
     from rich.console import Console
     from rich.table import Table
 
+    if not sys.stdout.isatty():  # a pipe: plain tab-separated lines, whole values, for cut/grep/awk
+        click.echo("\t".join(["run_id", "command", "start_time", "git_commit", "validation_acc",
+                               "validation_roc_auc", "test_acc", "gate", "model_version", "promoted", "status"]))
+        for r in rows:
+            click.echo("\t".join("" if r[k] is None else str(r[k]) for k in (
+                "run_id", "command", "start_time", "git_commit", "validation_acc", "validation_roc_auc", "test_acc",
+                "gate", "model_version", "promoted", "status")))
+        return
     table = Table(title=f"runs of experiment {reg.experiment!r}", title_justify="left")
     for col in ("run", "command", "started (UTC)", "commit", "val acc", "val AUC", "test acc", "gate", "model",
                 "promoted", "status"):

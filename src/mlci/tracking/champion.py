@@ -8,6 +8,7 @@ scikit-learn loaded anyway. The pipeline sees it through ``mlci.stages.context.C
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 
@@ -22,19 +23,25 @@ class Champion:
     def __init__(self, uri: str, tracking: dict, s: S.Settings):
         self.uri, self.tracking, self.s = uri, tracking, s
         self._models: dict[str, tuple] = {}
+        self._registry_lock = threading.Lock()
+        self._registry = None
         self._validation: dict[str, tuple[dict, np.ndarray]] = {}
 
-    @functools.cached_property
+    @property
     def registry(self):
+        """The registry, opened once (the tracking thread and a comparing stage may both ask)."""
         from mlci.tracking.registry import Registry
 
-        try:
-            with store_lock(self.uri):  # opening a new store migrates it: one process at a time
-                return Registry(self.uri, self.tracking)
-        except MlciError:
-            raise
-        except Exception as e:  # noqa: BLE001 - the store said no: one line
-            raise tracking_failed(self.uri, e) from None
+        with self._registry_lock:
+            if self._registry is None:
+                try:
+                    with store_lock(self.uri):  # opening a new store migrates it: one process at a time
+                        self._registry = Registry(self.uri, self.tracking)
+                except MlciError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - the store said no: one line
+                    raise tracking_failed(self.uri, e) from None
+            return self._registry
 
     @functools.cached_property
     def version(self) -> str | None:

@@ -37,10 +37,12 @@ def record_run(
     statuses: dict[str, str],
     champion: Champion | None,
     error: str | None = None,
+    run_id: str | None = None,
 ) -> dict:
-    """Record a finished command as an MLflow run, from its result files: parameters, metrics, tags,
-    the files; register a new model; promote it if the gate passed."""
-    run_id = start(registry, command, s)
+    """Record a finished command as an MLflow run (``run_id``, already RUNNING, or a new one) from its
+    result files: parameters, metrics, tags, the files; register a new model; promote it if the gate
+    passed."""
+    run_id = run_id or start(registry, command, s)
     results = {name: s.result(name) for name in
                (S.PREPROCESS_METADATA, S.TRAIN_METADATA, S.GATE_FILE, S.TEST_METADATA)}
     # Outputs of a stage that failed are the previous run's, except a gate that said no.

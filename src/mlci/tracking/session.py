@@ -1,6 +1,11 @@
 """Tracking as an observer of the runner: nothing before the work but a reachability check,
 one MLflow run recorded after it, in this process.
 
+Once the first stage has finished its work, a background thread opens the store and creates the
+run (RUNNING, tagged with this process): MLflow's import then overlaps the later stages instead of
+following them, and a process killed from then on leaves a RUNNING run of a dead process, which
+the next run on this host marks FAILED. A run that never got that far leaves nothing behind.
+
 A rerun with nothing to do records nothing and imports no MLflow: the workspace remembers the
 run that recorded its current state (``<state dir>/last-run.json``, keyed by the lock file's
 hash and the tracking URI) and says which run and model version it matches.
@@ -8,6 +13,7 @@ hash and the tracking URI) and says which run and model version it matches.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from mlci.config import settings as S
@@ -30,13 +36,37 @@ class TrackedRun:
         # Every tracked command gets the champion; only the stages that compare with it ever load it.
         self.champion = Champion(self.uri, params.section("tracking"), s)
         self.summary: dict | None = None
+        self._opening: threading.Thread | None = None
+        self._opened: dict = {}
 
     def event(self, kind: str, name: str, info: dict) -> None:
-        pass  # everything is recorded from the result files once the run has finished
+        if kind == "done" and self._opening is None:
+            self._opening = threading.Thread(target=self._open, name="mlci-tracking", daemon=True)
+            self._opening.start()
+
+    def _open(self) -> None:
+        """Open the store and create the RUNNING run (in the background; ``finished`` joins it)."""
+        from mlci.tracking.record import start
+
+        try:
+            registry = self.champion.registry
+            with store_lock(self.uri):
+                self._opened["run_id"] = start(registry, self.command, self.s)
+        except BaseException as e:  # noqa: BLE001 - raised where the run is recorded
+            self._opened["error"] = e
+
+    def _run_id(self) -> str | None:
+        if self._opening is None:
+            return None
+        self._opening.join()
+        if "error" in self._opened:
+            raise self._opened["error"]
+        return self._opened["run_id"]
 
     def finished(self, result) -> None:
         statuses = result.statuses
-        if not any(st in ("ran", "cached") for st in statuses.values()) and result.stages[0].status == "failed":
+        if self._opening is None and result.stages and result.stages[0].status == "failed" and \
+                not any(st in ("ran", "cached") for st in statuses.values()):
             # The first stage failed on its input (a missing file, say): nothing was made, so nothing is
             # recorded, and no store is created for it.
             return
@@ -48,10 +78,11 @@ class TrackedRun:
         from mlci.tracking.record import record_run
 
         try:
+            run_id = self._run_id()
             registry = self.champion.registry
             with store_lock(self.uri):  # two workspaces on one SQLite file: one writer at a time
                 summary = record_run(registry, self.command, self.s, self.params, statuses, self.champion,
-                                     result.error)
+                                     result.error, run_id=run_id)
         except MlciError:
             raise
         except Exception as e:  # noqa: BLE001 - the store said no: one clear line
