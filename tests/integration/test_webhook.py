@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import PATH_VARS, ROOT, adult_data, repo_files
+from conftest import PATH_VARS, ROOT, adult_data, processes_under, repo_files
 from servers import free_port
 
 SECRET = "s3cret-for-tests"
