@@ -8,7 +8,8 @@ on the bundled data:
 * first use: a workspace with no ``mlflow.db`` yet (the database is created);
 * warm, new model: a training parameter changes every run, so every tracked run logs, registers
   and promotes a new model version;
-* warm, nothing changed: every stage is cached.
+* warm, nothing changed: every stage is cached;
+* forced: ``--force``, every stage reruns (the whole pipeline's cost).
 ``--vs`` runs the same cases with another checkout's code (e.g. the previous commit's ``src``,
 from ``git worktree add``), interleaved with this one's, and prints both.
 """
@@ -52,9 +53,15 @@ def cases(tmp: Path, code: dict[str, Path | None], repeats: int) -> dict:
             noop[v][0].append(run(wt, "-S", f"train.n_estimators={400 + repeats}", version=v, track=True))
             noop[v][1].append(run(wu, "--no-track", "-S", f"train.n_estimators={400 + repeats}", version=v,
                                   track=False))
+    forced = {v: ([], []) for v in code}
+    for _ in range(repeats):
+        for v, (wt, wu) in warm.items():
+            forced[v][0].append(run(wt, "--force", "-S", f"train.n_estimators={400 + repeats}", version=v, track=True))
+            forced[v][1].append(run(wu, "--no-track", "--force", "-S", f"train.n_estimators={400 + repeats}",
+                                    version=v, track=False))
     for v in code:
         for name, (t, u) in (("first use (new database)", first[v]), ("warm, new model (train+gate+test+report)", new[v]),
-                             ("warm, nothing changed (all cached)", noop[v])):
+                             ("warm, nothing changed (all cached)", noop[v]), ("forced (every stage)", forced[v])):
             got[v][name] = (statistics.median(t), statistics.median(u))
     return got
 
