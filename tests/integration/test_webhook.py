@@ -241,7 +241,7 @@ def test_push_runs_the_pipeline_in_the_commits_image(tmp_path):
         assert run["gate"]["passed"] is True and run["metrics"]["test_acc"] >= 0.85
         with urllib.request.urlopen(f"{srv.url}/runs/{run['id']}/log", timeout=30) as resp:
             log = resp.read().decode()
-        assert "$ docker build --build-arg PIP_CA=<the proxy's CA>" in log or "$ docker build --build-arg MLCI" in log
+        assert "docker build --build-arg PIP_CA=<the proxy's CA>" in log or "docker build --build-arg MLCI" in log
         assert "BEGIN CERTIFICATE" not in log
     finally:
         srv.proc.terminate()
