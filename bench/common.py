@@ -23,11 +23,13 @@ DATA = SHARED if SHARED.exists() else ROOT / "data" / "raw" / "adult.data"
 _SCRUB = (*WORKSPACE_VARS, "MLFLOW_TRACKING_URI", "MLCI_NO_TRACK", "PYTHONPATH")
 
 
-def workspace(parent: Path, name: str, data: Path = DATA) -> Path:
-    """A fresh workspace: the repository's params.yaml and the raw data (linked)."""
+def workspace(parent: Path, name: str, data: Path = DATA, src: Path | None = None) -> Path:
+    """A fresh workspace: the params.yaml of the checkout whose code runs there (``src``'s, else this
+    repository's) and the raw data (linked)."""
     ws = parent / name
     (ws / "data" / "raw").mkdir(parents=True)
-    shutil.copy(ROOT / "params.yaml", ws / "params.yaml")
+    params = src.parent / "params.yaml" if src is not None and (src.parent / "params.yaml").is_file() else None
+    shutil.copy(params or ROOT / "params.yaml", ws / "params.yaml")
     os.symlink(data, ws / "data" / "raw" / "adult.data")
     return ws
 

@@ -36,9 +36,11 @@ def cases(tmp: Path, code: dict[str, Path | None], repeats: int) -> dict:
     first = {v: ([], []) for v in code}
     for i in range(repeats):
         for v in code:
-            first[v][0].append(run(workspace(tmp, f"{v}-first-t{i}"), version=v, track=True))
-            first[v][1].append(run(workspace(tmp, f"{v}-first-u{i}"), "--no-track", version=v, track=False))
-    warm = {v: (workspace(tmp, f"{v}-warm-t"), workspace(tmp, f"{v}-warm-u")) for v in code}
+            first[v][0].append(run(workspace(tmp, f"{v}-first-t{i}", src=code[v]), version=v, track=True))
+            first[v][1].append(run(workspace(tmp, f"{v}-first-u{i}", src=code[v]), "--no-track", version=v,
+                                   track=False))
+    warm = {v: (workspace(tmp, f"{v}-warm-t", src=code[v]), workspace(tmp, f"{v}-warm-u", src=code[v]))
+            for v in code}
     for v, (wt, wu) in warm.items():
         run(wt, version=v, track=True)
         run(wu, "--no-track", version=v, track=False)
