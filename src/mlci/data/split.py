@@ -45,10 +45,11 @@ def split_frame(frame: pd.DataFrame, target: str, validation: float, test: float
         )
     u = row_positions(frame, seed)
     order = np.argsort(u, kind="stable")
-    u = u[order]
-    frame = frame.iloc[order]
-    parts = {"test": frame[u < test], "validation": frame[(u >= test) & (u < test + validation)],
-             "train": frame[u >= test + validation]}
+    # Sorted by position, each split is a slice: [0, test) test, [test, test + validation) validation.
+    cut_test, cut_validation = np.searchsorted(u[order], [test, test + validation])
+    frame = frame.take(order)
+    parts = {"test": frame.iloc[:cut_test], "validation": frame.iloc[cut_test:cut_validation],
+             "train": frame.iloc[cut_validation:]}
     for name, part in parts.items():
         if not len(part):
             raise DataError(f"{where}: cannot split the data: the {name} split is empty ({len(frame)} rows, "
