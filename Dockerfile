@@ -59,6 +59,8 @@ RUN if [ -n "$PIP_CA" ]; then printf '%s\n' "$PIP_CA" > /tmp/pip-ca.pem && expor
  && rm -f /tmp/pip-ca.pem
 COPY pyproject.toml README.md LICENSE /build/
 COPY src /build/src
+# The package's copy of the bundled data is a link to data/raw/ (one file in the repository).
+COPY data/raw/ /build/data/raw/
 # Installed into a staging prefix laid out like the venv: the final image copies only mlci's own files
 # over the (cached) dependency layer. The venv has no pip: the build venv's pip installs into it.
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /wheels /build \

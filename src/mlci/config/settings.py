@@ -19,6 +19,9 @@ DEFAULTS = {
     "RESULTS_DIR": "results",
 }
 
+#: The UCI Adult training file, shipped with the package (the default when data/raw/ has no file).
+BUNDLED_DATA = Path(__file__).resolve().parents[1] / "data" / "datasets" / "adult.data"
+
 #: Every variable that changes where mlci reads and writes (a test, a benchmark or a webhook run that
 #: must not inherit its caller's workspace clears these).
 WORKSPACE_VARS = (*DEFAULTS, "MLCI_PARAMS", "MLCI_STATE_DIR", "MLCI_LOCK_FILE")
@@ -99,8 +102,13 @@ def from_env(params_file: str | os.PathLike | None = None, environ=None) -> Sett
 
         # Only ./params.yaml may be absent (then the built-in defaults apply): a named file must exist.
         raise UsageError(f"{params_file}: no such parameters file (--params / MLCI_PARAMS)")
+    raw_dir = Path(get("RAW_DATA_DIR"))
+    if not any((env.get(v) or "").strip() for v in ("RAW_DATA_DIR", "RAW_DATA_FILE")) and \
+            not (raw_dir / DEFAULTS["RAW_DATA_FILE"]).exists() and BUNDLED_DATA.exists():
+        # Installed from a wheel, run anywhere: the bundled Adult data (the tutorial's variables win).
+        raw_dir = BUNDLED_DATA.parent
     return Settings(
-        raw_data_dir=Path(get("RAW_DATA_DIR")),
+        raw_data_dir=raw_dir,
         raw_data_file=get("RAW_DATA_FILE"),
         processed_data_dir=Path(get("PROCESSED_DATA_DIR")),
         model_dir=Path(get("MODEL_DIR")),
