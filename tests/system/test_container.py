@@ -266,3 +266,28 @@ def test_serve_image_becomes_healthy_and_answers_like_the_host(image, tmp_path):
         assert abs(answer["predictions"][0]["probability"] - expected) < 1e-9
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def test_the_readme_serve_block_serves_the_one_shot_runs_champion(image, tmp_path, fresh_registry_volume):
+    """The README's serve block as written: the server image on the registry volume the one-shot run filled."""
+    import urllib.request
+
+    sh(readme_block("one-shot"), tmp_path)  # trains and registers the champion in the mlci-mlflow volume
+    lines = readme_block("serve").strip().splitlines()
+    assert lines[0] == "docker build --target serve -t adult-model-serve ."
+    build("serve", "adult-model-serve")  # that line, with the proxy's CA flag the README names
+    docker("rm", "-f", "adult-model-serve", check=False)
+    try:
+        sh(lines[1], tmp_path)
+        deadline, health = time.time() + 120, ""
+        while time.time() < deadline and health != "healthy":
+            health = docker("inspect", "-f", "{{.State.Health.Status}}", "adult-model-serve").stdout.strip()
+            time.sleep(1)
+        assert health == "healthy", docker("logs", "adult-model-serve", check=False).stderr[-3000:]
+        with urllib.request.urlopen("http://127.0.0.1:8000/model", timeout=30) as resp:
+            info = json.loads(resp.read())
+        assert info["name"] == "adult-income" and info["version"] == "1" and info["source"] == "registry"
+        labels = json.loads(docker("image", "inspect", "adult-model-serve", "--format", "{{json .Config.Labels}}").stdout)
+        assert labels["org.opencontainers.image.licenses"] == "MIT"
+    finally:
+        docker("rm", "-f", "adult-model-serve", check=False)
