@@ -313,6 +313,16 @@ def test_predict_one_and_many_match_the_pipeline(server, registry_ws):
     assert missing.status_code == 200 and 0 <= missing.json()["predictions"][0]["probability"] <= 1
 
 
+def test_request_line_and_header_limits(server):
+    from mlci.serving.limits import MAX_HEADER_BYTES, MAX_TARGET_BYTES
+
+    c = server.client
+    assert c.get("/health", headers={"X-Big": "x" * (MAX_HEADER_BYTES + 1)}).status_code == 431
+    assert c.post("/predict", json=GOOD, headers={"X-Big": "x" * (MAX_HEADER_BYTES + 1)}).status_code == 431
+    assert c.get("/health?" + "q" * (MAX_TARGET_BYTES + 1)).status_code == 414
+    assert c.get("/health", headers={"X-Small": "x" * 1000}).status_code == 200  # ordinary headers pass
+
+
 def test_the_datas_own_field_names_are_accepted(server):
     """The Kaggle file's header spells them `education.num`; the server takes them as the loader does."""
     kaggle = {k.replace("_", "."): v for k, v in GOOD.items()}

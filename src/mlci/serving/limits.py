@@ -4,6 +4,11 @@ body off the connection) and its batch's length (the message both request paths 
 from __future__ import annotations
 
 
+#: Largest request target (path and query) and header block the server answers; beyond, 414 and 431.
+MAX_TARGET_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 32 * 1024
+
+
 def too_many_records(count: int, max_batch: int) -> str:
     return f"{count} records; at most {max_batch} per request (--max-batch)"
 
@@ -26,7 +31,13 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > MAX_TARGET_BYTES:
+            return await send_json(send, 414, {"detail": f"request target longer than {MAX_TARGET_BYTES} bytes"})
+        if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            return await send_json(send, 431, {"detail": f"request headers larger than {MAX_HEADER_BYTES} bytes"})
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         for k, v in scope["headers"]:
             if k == b"content-length":
