@@ -280,3 +280,11 @@ def test_promotion_is_compare_and_set(tracked):
     decision = reg.promote_if_better("2", None, weak_auc, lambda v: ch.metrics(v)["validation_roc_auc"])
     assert decision["promoted"] is False and "is better" in decision["note"]
     assert champion(tracked) == "1"
+
+
+def test_a_damaged_last_run_file_only_costs_a_recorded_rerun(tracked):
+    assert cli("run").exit_code == 0
+    (tracked / ".mlci" / "last-run.json").write_text("{not json")
+    again = cli("run")
+    assert again.exit_code == 0, again.output
+    assert len(runs(tracked)) == 2  # recorded as a cached run instead of an error

@@ -44,3 +44,11 @@ def test_a_gate_failure_is_read_from_the_verdict(tmp_path):
     (tmp_path / "empty").mkdir()
     _verdict(run, 3, tmp_path / "empty")  # exit 3 without a verdict: not a gate failure
     assert run.status == "failed"
+
+
+def test_a_damaged_result_file_is_a_failed_run_not_a_crash(tmp_path):
+    (tmp_path / "gate.json").write_text("{not json")
+    (tmp_path / "train_metadata.json").write_text("[1, 2]")
+    run = Run("r5", "main", "a" * 40, None)
+    _verdict(run, 0, tmp_path)
+    assert run.status == "failed" and run.gate is None

@@ -110,12 +110,13 @@ class DirSource:
         self.nothing_hint = "no model.json there: run `mlci train` first"
 
     def current(self) -> str | None:
-        from mlci.fileio import read_json
         from mlci.config.settings import MODEL_CARD
+        from mlci.errors import StateError
+        from mlci.fileio import read_json
 
         try:
             return read_json(self.model_dir / MODEL_CARD).get("sha256")
-        except (OSError, ValueError):
+        except (OSError, StateError):  # missing or half-written: nothing new to load yet
             return None
 
     def load(self, ident: str) -> Candidate:

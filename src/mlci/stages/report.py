@@ -38,7 +38,7 @@ def report(ctx: StageContext) -> dict:
 def _inputs(s: S.Settings) -> ReportInputs:
     model, card = load_model(s.model_dir)
     ds = DatasetDef.model_validate(card["dataset"])
-    gate, test_meta = _read(s.result(S.GATE_FILE)), _read(s.result(S.TEST_METADATA))
+    gate, test_meta = read_json_or_none(s.result(S.GATE_FILE)), read_json_or_none(s.result(S.TEST_METADATA))
     test_scored = bool(gate and gate.get("passed") and test_meta and test_meta.get("model_sha256") == card["sha256"])
     frames = {"validation": read_split(s, "validation")}
     if test_scored:
@@ -53,13 +53,10 @@ def _inputs(s: S.Settings) -> ReportInputs:
 
 
 def _data_summary(s: S.Settings) -> dict | None:
-    pre = _read(s.result(S.PREPROCESS_METADATA))
+    pre = read_json_or_none(s.result(S.PREPROCESS_METADATA))
     if pre is None:
         return None
     keys = ("source", "data_sha256", "rows_read", "rows_valid", "rows_rejected", "reject_share", "reject_reasons",
             "rows", "positive_share", "missing_values")
     return {k: pre.get(k) for k in keys}
 
-
-def _read(path):
-    return read_json_or_none(path)

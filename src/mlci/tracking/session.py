@@ -97,13 +97,13 @@ class TrackedRun:
         """The recorded run this workspace's state matches, if nothing moved since (no MLflow import)."""
         try:
             last = read_json_or_none(self._last_run_path())
-        except (OSError, ValueError):
+        except (OSError, MlciError):  # damaged: this run is simply recorded
             return None
         if not isinstance(last, dict) or last.get("tracking_uri") != self.uri or not self.s.lock_path.is_file():
             return None
         if last.get("lock_sha256") != file_hash(self.s.lock_path):
             return None
-        if self.champion is not None and last.get("champion") != self.champion.version:
+        if last.get("champion") != self.champion.version:
             return None
         return {k: last[k] for k in ("run_id", "tracking_uri", "model", "version") if k in last}
 
@@ -116,7 +116,7 @@ class TrackedRun:
             note_promoted(self.s, summary["champion"])
         if self.command != "run" or not self.s.lock_path.is_file():
             return
-        champion = summary.get("champion") if promoted else (self.champion.version if self.champion else None)
+        champion = summary.get("champion") if promoted else self.champion.version
         try:
             write_json(self._last_run_path(), {
                 **{k: summary[k] for k in ("run_id", "tracking_uri", "model", "version") if k in summary},

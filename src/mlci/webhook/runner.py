@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from mlci.config import settings as S
-from mlci.errors import GATE_FAILED
+from mlci.errors import GATE_FAILED, StateError
 from mlci.fileio import read_json_or_none
 from mlci.webhook.model import Config, Run
 
@@ -116,11 +116,11 @@ def _verdict(run: Run, code: int, results_dir: Path) -> None:
 
 
 def read_json_or_none_safe(path: Path) -> dict | None:
+    """A result file's content, or None when it is missing or damaged (read_json raises StateError then)."""
     try:
-        got = read_json_or_none(path)
-    except (OSError, ValueError):
+        return read_json_or_none(path)
+    except (OSError, StateError):
         return None
-    return got if isinstance(got, dict) else None
 
 
 def docker_cli() -> str:
