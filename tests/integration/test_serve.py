@@ -591,8 +591,9 @@ def test_serve_does_not_load_for_other_commands():
 
 
 def test_no_champion_is_exit_6_in_one_line(registry_ws):
-    params = (registry_ws / "params.yaml").read_text().replace("model_name: adult-income", "model_name: nobody")
-    (registry_ws / "other-params.yaml").write_text(params)
+    params = (registry_ws / "params.yaml").read_text()
+    assert "  model_name: null" in params  # the dataset's name for it, unless said
+    (registry_ws / "other-params.yaml").write_text(params.replace("  model_name: null", "  model_name: nobody"))
     proc = run_mlci("--params", "other-params.yaml", "serve", "--port", "0", cwd=registry_ws)
     assert proc.returncode == errors.PREREQUISITE
     assert proc.stderr.startswith("error: nobody@champion") and "no model to serve" in proc.stderr

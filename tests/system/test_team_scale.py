@@ -61,8 +61,13 @@ def test_pipeline_against_a_real_tracking_server(server, tmp_path):
     use_uri(server.uri)
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     rows = pd.read_parquet(ws / "data" / "processed" / "test.parquet").drop(columns=["income"]).head(5)
-    rows = rows.astype({c: object for c in rows.columns if isinstance(rows[c].dtype, pd.CategoricalDtype)})
-    assert len(model.predict(rows)) == 5
+    # As a CSV reads: text, and whole numbers as int64 (the signature's `long`); the split holds floats.
+    whole = {c["name"] for c in json.loads((ws / "models" / "model.json").read_text())["dataset"]["columns"]
+             if c["type"] == "integer"}
+    rows = rows.astype({c: "int64" if c in whole else object for c in rows.columns
+                        if c in whole or isinstance(rows[c].dtype, pd.CategoricalDtype)})
+    out = model.predict(rows)
+    assert list(out.columns) == ["probability", "label"] and len(out) == 5
     assert list((server.root / "artifacts").rglob("model.pkl"))
     # `mlci runs` reads the same server.
     listing = run_mlci("runs", "--json", cwd=ws, env=env)

@@ -173,8 +173,11 @@ class TrackingParams(Strict):
     it comes from MLFLOW_TRACKING_URI, default ``sqlite:///mlflow.db``.
     """
 
-    experiment: str = "mlci"
-    model_name: str = "adult-income"
+    #: The MLflow experiment; unset, the dataset's name (one experiment per dataset).
+    experiment: str | None = None
+    #: The registered model; unset, the dataset's ``model_name`` or else its name, so a user's own
+    #: data never registers versions of the bundled data's model.
+    model_name: str | None = None
     alias: str = "champion"
     #: Decides which of two passing models is better when promotions race.
     compare_metric: str = "validation_roc_auc"

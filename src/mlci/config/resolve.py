@@ -27,7 +27,7 @@ def code_hash() -> str:
     """Hash of the code that validates parameters: a change to it may change what they resolve to."""
     from mlci.codehash import code_hash as modules_hash
 
-    return modules_hash(("mlci.config.params",))
+    return modules_hash(("mlci.config.params", "mlci.config.resolve"))
 
 
 class Resolved:
@@ -74,6 +74,9 @@ def resolve(params_file: Path, overrides: list[str], cache_dir: Path, code: str 
     sections["dataset"] = ds.model_dump(mode="json")
     # The groups in force (the dataset's unless overridden), checked against the dataset now.
     sections["fairness"]["groups"] = model.groups(ds)
+    tracking = sections["tracking"]
+    tracking["experiment"] = tracking["experiment"] or ds.name
+    tracking["model_name"] = tracking["model_name"] or ds.model_name or ds.name
     files = {}
     if isinstance(model.dataset, str) and model.dataset not in BUILTIN_DATASETS:
         path = dataset_path(model.dataset, params_file.parent)

@@ -73,6 +73,8 @@ class DatasetDef(Strict):
     missing_values: list[str] = Field(default_factory=lambda: ["?", ""])
     encoding: str = "utf-8"
     delimiter: str = ","
+    #: The registered model's name when ``tracking.model_name`` does not say (default: ``name``).
+    model_name: str | None = None
     #: Columns to report per-group metrics for (``fairness.groups`` overrides it); a numeric
     #: column is cut into bands at the given edges, a categorical one takes ``null``.
     groups: dict[str, list[float] | None] = Field(default_factory=dict)

@@ -56,6 +56,9 @@ class Loaded:
     #: Values not among a categorical column's declared categories, per column, when they were kept
     #: as missing (``unknown_categories="missing"``) instead of rejecting their row.
     unknown_categories: dict[str, int] = field(default_factory=dict)
+    #: {column name: the file's own spelling of it}, for a file with a header (a logged model's
+    #: signature names its inputs as the training file did).
+    spelling: dict[str, str] = field(default_factory=dict)
 
     @property
     def rows_rejected(self) -> int:
@@ -95,6 +98,7 @@ def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True,
         _check_repeated_header(path, table, fields, lines)
     # Scoring output keeps the input's own header spelling.
     raw = table.rename_columns(fields) if has_header else table
+    spelling = dict(zip(names, fields)) if has_header else {}
     if not require_target and ds.target in names:
         table = table.drop_columns([ds.target])
         names = [n for n in names if n != ds.target]
@@ -113,6 +117,7 @@ def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True,
         raw=raw,
         valid=valid,
         unknown_categories=unknown,
+        spelling=spelling,
     )
 
 

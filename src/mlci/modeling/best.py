@@ -29,7 +29,7 @@ Echo = Callable[[str], None]
 
 
 #: The import name of what each part needs, and the PyPI distribution that provides it.
-_PACKAGES = {"catboost": ("catboost", "catboost"), "xgboost": ("xgboost", "xgboost-cpu"), "tuning": ("optuna", "optuna")}
+PACKAGES = {"catboost": ("catboost", "catboost"), "xgboost": ("xgboost", "xgboost-cpu"), "tuning": ("optuna", "optuna")}
 
 
 def check_installed(bp: BestParams) -> None:
@@ -39,10 +39,10 @@ def check_installed(bp: BestParams) -> None:
 
     from mlci.errors import UsageError
 
-    needed = [c for c in bp.candidates if c in _PACKAGES]
+    needed = [c for c in bp.candidates if c in PACKAGES]
     if "lightgbm" in bp.candidates and bp.tuning_trials:
         needed.append("tuning")
-    missing = [_PACKAGES[n][1] for n in needed if find_spec(_PACKAGES[n][0]) is None]
+    missing = [PACKAGES[n][1] for n in needed if find_spec(PACKAGES[n][0]) is None]
     if missing:
         raise UsageError(
             f"the best profile needs {', '.join(missing)}, not installed here: pip install 'mlci[best]' (the "
@@ -305,16 +305,12 @@ def search_in_child(*args):
     *rest, echo = args
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    saved = os.environ.get("OMP_WAIT_POLICY")
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # the child copies the environment when it starts
-    try:
-        proc = ctx.Process(target=_child, args=(child, rest), daemon=True)
-        proc.start()
-    finally:
-        if saved is None:
-            os.environ.pop("OMP_WAIT_POLICY", None)
-        else:
-            os.environ["OMP_WAIT_POLICY"] = saved
+    # The child sets OMP_WAIT_POLICY itself: changing this process's environment while another
+    # thread may start a process (tracking opens the store beside the stages) can hand the new
+    # process a torn environment; a spawned child that dies before reading its start-up data leaves
+    # multiprocessing's parent blocked on the pipe forever.
+    proc = ctx.Process(target=_child, args=(child, rest), daemon=True)
+    proc.start()
     child.close()
     try:
         while True:
@@ -337,6 +333,9 @@ def search_in_child(*args):
 
 
 def _child(conn, args) -> None:
+    # Before any OpenMP runtime loads: none has yet (unpickling the arguments imports numpy and the
+    # parameter classes only); LightGBM, CatBoost and XGBoost are imported by ``search``.
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
         result = search(*args, echo=lambda line: conn.send(("echo", line)))
         conn.send(("result", result))

@@ -80,7 +80,7 @@ class RegistrySource:
         return Candidate(str(version), pipeline, card, self._info(str(version), mv, run, card, expected))
 
     def _info(self, version: str, mv, run, card: dict, model_sha256: str | None) -> dict:
-        from mlci.tracking.store import T
+        from mlci.tracking.store import T, commit_of
 
         metrics = {k: v for k, v in (run.data.metrics.items() if run else ())
                    if k.startswith(("validation_", "test_"))}
@@ -92,7 +92,7 @@ class RegistrySource:
             "source": "registry",
             "metrics": dict(sorted(metrics.items())),
             "trained_at": card.get("trained_at") or iso_from_ms(mv.creation_timestamp),
-            "git_commit": tags.get(T + "git_commit"),
+            "git_commit": commit_of(tags),
             "data_sha256": mv.tags.get(T + "data_sha256") or card.get("data_sha256"),
             "model_sha256": model_sha256,
             "run_id": mv.run_id,

@@ -35,6 +35,7 @@ def preprocess(ctx: StageContext) -> dict:
         "source": str(s.raw_path),
         "data_sha256": loaded.sha256,
         "format": "header" if loaded.has_header else "no header (UCI)",
+        "header_names": loaded.spelling,
         "rows_read": loaded.rows_read,
         "rows_valid": len(frame),
         "rows_rejected": loaded.rows_rejected,

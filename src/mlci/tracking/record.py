@@ -18,10 +18,11 @@ from mlci.tracking.registry import Registry, flatten_params
 from mlci.tracking.store import TrackingError, git_info
 
 
-def start(registry: Registry, command: str, s: S.Settings) -> str:
-    """A new RUNNING run of ``command`` (a run whose process dies is marked FAILED by the next one)."""
+def start(registry: Registry, command: str, git: dict[str, str]) -> str:
+    """A new RUNNING run of ``command`` (a run whose process dies is marked FAILED by the next one);
+    ``git``: :func:`~mlci.tracking.store.git_info` of the workspace."""
     try:
-        return registry.start_run(command, git_info(s.workdir))
+        return registry.start_run(command, git)
     except TrackingError:
         raise
     except Exception as e:  # noqa: BLE001 - the server said no: one clear line
@@ -38,11 +39,13 @@ def record_run(
     champion: Champion | None,
     error: str | None = None,
     run_id: str | None = None,
+    git: dict[str, str] | None = None,
 ) -> dict:
     """Record a finished command as an MLflow run (``run_id``, already RUNNING, or a new one) from its
     result files: parameters, metrics, tags, the files; register a new model; promote it if the gate
     passed."""
-    run_id = run_id or start(registry, command, s)
+    git = git if git is not None else git_info(s.workdir)
+    run_id = run_id or start(registry, command, git)
     results = {name: s.result(name) for name in
                (S.PREPROCESS_METADATA, S.TRAIN_METADATA, S.GATE_FILE, S.TEST_METADATA)}
     # Outputs of a stage that failed are the previous run's, except a gate that said no.
@@ -72,6 +75,10 @@ def record_run(
     if error:
         tags["error"] = error[:5000]
     registry.log(run_id, flatten_params(params.sections), metrics, tags)
+    if fresh & {"preprocess", "train"}:
+        datasets = _datasets(s, params.section("dataset"), read_json_or_none(results[S.PREPROCESS_METADATA]))
+        if datasets:
+            registry.log_datasets(run_id, datasets)
     current = [results[name] for name, content in ((S.PREPROCESS_METADATA, pre), (S.TRAIN_METADATA, train),
                                                    (S.GATE_FILE, gate), (S.TEST_METADATA, test)) if content]
     if gate:
@@ -84,7 +91,7 @@ def record_run(
 
     summary: dict = {"run_id": run_id, "tracking_uri": registry.uri}
     if train and s.model_card_path.exists():
-        summary.update(_register_and_promote(registry, run_id, s, statuses, gate, champion))
+        summary.update(_register_and_promote(registry, run_id, s, gate, champion, git))
     registry.end_run(run_id, "FAILED" if error and not (gate and not gate["passed"]) else "FINISHED")
     return summary
 
@@ -100,7 +107,7 @@ def ensure_registered(registry: Registry, run_id: str, s: S.Settings) -> str:
     return version
 
 
-def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict:
+def _register_and_promote(registry, run_id, s, gate, champion, git: dict[str, str]) -> dict:
     version = ensure_registered(registry, run_id, s)
     registry.log(run_id, {}, {}, {"model_version": version})
     out = {"model": registry.name, "version": version, "promoted": False}
@@ -111,7 +118,7 @@ def _register_and_promote(registry, run_id, s, statuses, gate, champion) -> dict
         out["note"] = "gate failed: champion unchanged"
         return out
     registry.tag_version(version, {"gate": "passed"})
-    refusal = promotion_refused(registry.tracking, git_info(s.workdir))
+    refusal = promotion_refused(registry.tracking, git)
     if refusal:
         registry.client.set_registered_model_alias(registry.name, registry.challenger_alias, str(version))
         registry.log(run_id, {}, {}, {"promoted": "false", "challenger": "true"})
@@ -143,6 +150,26 @@ def promotion_refused(tracking: dict, git: dict) -> str | None:
     if branches and branch is not None and branch not in branches:
         return f"branch {branch!r} does not promote (tracking.promote_branches: {', '.join(branches)})"
     return None
+
+
+#: MLflow's dataset contexts for the three splits.
+_CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}
+_TYPES = {"integer": "long", "numeric": "double", "categorical": "string", "label": "string"}
+
+
+def _datasets(s: S.Settings, ds: dict, pre: dict | None) -> list[dict]:
+    """The three splits this run's model was made and measured with, as :meth:`Registry.log_datasets` takes them."""
+    if not pre or not isinstance(pre.get("rows"), dict):
+        return []
+    schema = [{"type": _TYPES[c["type"]], "name": c["name"], "required": True}
+              for c in ds["columns"] if c["name"] not in ds.get("drop", [])]
+    out = []
+    for split, context in _CONTEXTS.items():
+        path = s.split_path(split)
+        if path.is_file() and split in pre["rows"]:
+            out.append({"name": f"{ds['name']}-{split}", "digest": file_hash(path).removeprefix("sha256:")[:16],
+                        "source": str(path), "context": context, "schema": schema, "rows": pre["rows"][split]})
+    return out
 
 
 def _gate_is_current(gate: dict, s: S.Settings) -> bool:

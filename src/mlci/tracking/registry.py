@@ -25,7 +25,7 @@ from mlci.errors import PrerequisiteError
 from mlci.fileio import bytes_hash
 from mlci.modeling.artifact import unpickle_verified
 from mlci.timestamps import utc_now
-from mlci.tracking.store import T, TrackingError, quiet_mlflow, use_uri, who
+from mlci.tracking.store import T, TrackingError, quiet_mlflow, standard_tags, use_uri, who
 
 HISTORY = T + "history."  # registered-model tags, one per promotion or rollback
 
@@ -41,7 +41,8 @@ class Registry:
         quiet_mlflow()  # again: importing mlflow configures its loggers
         self.mlflow = mlflow
         self.uri = uri
-        use_uri(uri)  # artifact downloads resolve `models:/` and run URIs with the fluent API's URIs
+        # Not `use_uri` here: this may run in the thread that opens the store beside the stages, and
+        # it changes os.environ (see ``session``). Downloads and Model.log call it, in the main thread.
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         self.tracking = tracking
         self.experiment = tracking["experiment"]
@@ -88,9 +89,10 @@ class Registry:
             T + "host": socket.gethostname(),
             T + "pid": str(os.getpid()),
             T + "pid_start": _pid_start(os.getpid()) or "",
-            T + "user": who(),
             "mlflow.runName": f"{command}-{time.strftime('%Y%m%d-%H%M%S')}",
-            **{T + k: v for k, v in tags.items()},
+            **standard_tags(command, tags),
+            # What MLflow has no tag for (commit and branch are in the standard ones above).
+            **{T + k: v for k, v in tags.items() if k not in ("git_commit", "git_branch", "git_remote")},
         }
         return self.client.create_run(exp, tags=all_tags).info.run_id
 
@@ -107,6 +109,17 @@ class Registry:
             params=[Param(k, str(v)[:6000]) for k, v in params.items()],
             tags=[RunTag(T + k, str(v)) for k, v in tags.items()],
         )
+
+    def log_datasets(self, run_id: str, datasets: list[dict]) -> None:
+        """The run's data as MLflow datasets (the UI's "Datasets used"): each ``{name, digest, source,
+        context, schema (MLflow column specs), rows}``."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        self.client.log_inputs(run_id, [
+            DatasetInput(Dataset(d["name"], d["digest"], "local", json.dumps({"uri": d["source"]}),
+                                 json.dumps({"mlflow_colspec": d["schema"]}), json.dumps({"num_rows": d["rows"]})),
+                         tags=[InputTag("mlflow.data.context", d["context"])])
+            for d in datasets])
 
     def log_files(self, run_id: str, files: dict[str, Path]) -> None:
         """Log ``{artifact path: local file}`` in one call: each ``log_artifact`` call looks the
@@ -136,35 +149,22 @@ class Registry:
                 self.client.create_registered_model(self.name, description="Registered by mlci.")
 
     def register(self, run_id: str, model_file: Path, card: dict) -> str:
-        """Log the pickled model as an MLflow model (sklearn flavour) of ``run_id``; register a version.
-
-        ``mlflow.sklearn.log_model`` would need the unpickled object, i.e. importing scikit-learn
-        here; the pickle is already written, so
-        this builds the same MLmodel with MLflow's own Model API around the very same bytes.
-        """
-        import shutil
-        import tempfile
+        """Log the model with MLflow's model API (a pyfunc, see ``mlci.modeling.pyfunc``) as ``run_id``'s
+        model, with the run's parameters and metrics; register it as a new version."""
+        from mlci.tracking.logged_model import log_model
 
         self.ensure_registered_model()
-        experiment_id = self.client.get_run(run_id).info.experiment_id
-        logged = self.client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
-        with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
-            shutil.copyfile(model_file, Path(tmp) / "model.pkl")
-            # The card (declared schema, labels, trained-at) travels with the model: `mlci serve` builds
-            # its request schema from it. JSON, so safe to read; the pickle stays behind its sha256.
-            (Path(tmp) / "model.json").write_text(json.dumps(card, indent=2))
-            _write_mlflow_model(Path(tmp), card, run_id, logged.model_id)
-            self.client.log_model_artifacts(logged.model_id, tmp)
-        self.client.finalize_logged_model(logged.model_id, "READY")
+        use_uri(self.uri)  # Model.log resolves the store with the fluent API's URI
+        model_id = log_model(self.client, run_id, model_file, card)
         mv = self.client.create_model_version(
             self.name,
-            source=f"models:/{logged.model_id}",
+            source=f"models:/{model_id}",
             run_id=run_id,
             tags={
                 T + "model_sha256": card["sha256"],  # model.pkl, as trained: checked before every load
                 T + "data_sha256": str(card.get("data_sha256")),
             },
-            model_id=logged.model_id,
+            model_id=model_id,
         )
         return str(mv.version)
 
@@ -192,9 +192,13 @@ class Registry:
         mv = self.version(version)
         expected = mv.tags.get(T + "model_sha256")
         where = f"{self.name} v{mv.version}"
+        use_uri(self.uri)  # downloads resolve `models:/` URIs with the fluent API's URIs
         try:
-            local = Path(self.mlflow.artifacts.download_artifacts(
-                mv.source, dst_path=str(dst) if dst is not None else None)) / "model.pkl"
+            root = Path(self.mlflow.artifacts.download_artifacts(
+                mv.source, dst_path=str(dst) if dst is not None else None))
+            # A pyfunc keeps it under artifacts/; versions logged before kept it at the root.
+            local = next((p for p in (root / "artifacts" / "model.pkl", root / "model.pkl") if p.is_file()),
+                         root / "artifacts" / "model.pkl")
             data = local.read_bytes()
         except Exception as e:  # noqa: BLE001 - any failure to fetch is the same problem for the user
             raise TrackingError(f"{where}: its model artifact cannot be read ({type(e).__name__}: "
@@ -313,34 +317,6 @@ class Registry:
             return []
         return self.client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
                                        max_results=limit)
-
-
-def _write_mlflow_model(path: Path, card: dict, run_id: str, model_id: str) -> None:
-    """MLmodel, environment files and a signature from the declared schema, next to model.pkl."""
-    import platform
-
-    import yaml
-    from mlflow import pyfunc
-    from mlflow.models import Model
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    types = {c["name"]: c["type"] for c in card["dataset"]["columns"]}
-    inputs = Schema([ColSpec("string" if types[f] == "categorical" else "double", f) for f in card["features"]])
-    model = Model(run_id=run_id, model_id=model_id)
-    pyfunc.add_to_model(model, loader_module="mlflow.sklearn", model_path="model.pkl",
-                        conda_env="conda.yaml", python_env="python_env.yaml", predict_fn="predict")
-    model.add_flavor("sklearn", pickled_model="model.pkl", sklearn_version=card["versions"]["scikit-learn"],
-                     serialization_format="pickle", code=None)
-    model.signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string")]))
-    model.save(str(path / "MLmodel"))
-    reqs = [f"{pkg}=={ver}" for pkg, ver in card["versions"].items() if pkg != "mlci"]
-    (path / "requirements.txt").write_text("\n".join(reqs) + "\n")
-    python = platform.python_version()
-    (path / "python_env.yaml").write_text(yaml.safe_dump(
-        {"python": python, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}))
-    (path / "conda.yaml").write_text(yaml.safe_dump(
-        {"name": "mlflow-env", "channels": ["conda-forge"], "dependencies": [f"python={python}", "pip", {"pip": reqs}]}))
 
 
 def _proc_stat(pid: int) -> list[str] | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from mlci.errors import PrerequisiteError
 from mlci.timestamps import iso_from_ms
 from mlci.tracking.registry import Registry
-from mlci.tracking.store import T
+from mlci.tracking.store import T, commit_of
 
 
 def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | None = None):
@@ -57,7 +57,7 @@ def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | N
     except (OSError, subprocess.SubprocessError):
         raise PrerequisiteError(f"{ref!r} is not a run id, a model version or a git revision") from None
     for r in runs:
-        if r.data.tags.get(T + "git_commit") == commit:
+        if commit_of(r.data.tags) == commit:
             return r, f"{ref} ({commit[:7]})"
     raise PrerequisiteError(f"no tracked run at git revision {ref} ({commit[:7]})")
 
@@ -72,7 +72,7 @@ def _version_ref(ref: str) -> str | None:
 
 def run_row(r) -> dict:
     tags, m = r.data.tags, r.data.metrics
-    commit = tags.get(T + "git_commit", "")
+    commit = commit_of(tags) or ""
     return {
         "run_id": r.info.run_id,
         "command": tags.get(T + "command", ""),

@@ -21,7 +21,8 @@ from mlci.config.resolve import Resolved
 from mlci.fileio import file_hash, read_json_or_none, write_json
 from mlci.tracking.champion import Champion
 from mlci.errors import MlciError
-from mlci.tracking.store import check_reachable, store_lock, tracking_failed, tracking_uri
+from mlci.tracking.store import (check_reachable, git_info, mlflow_environment, store_lock, tracking_failed,
+                                 tracking_uri)
 
 LAST_RUN = "last-run.json"
 
@@ -33,6 +34,10 @@ class TrackedRun:
         self.command, self.s, self.params = command, s, params
         self.uri = tracking_uri()
         check_reachable(self.uri)  # fail fast, before any work
+        # Here, in the main thread, not in the one that opens the store: while a stage starts a
+        # process (the best profile's search), no other thread may change the environment or fork.
+        mlflow_environment()
+        self.git = git_info(s.workdir)
         # Every tracked command gets the champion; only the stages that compare with it ever load it.
         self.champion = Champion(self.uri, params.section("tracking"), s)
         self.summary: dict | None = None
@@ -51,7 +56,7 @@ class TrackedRun:
         try:
             registry = self.champion.registry
             with store_lock(self.uri):
-                self._opened["run_id"] = start(registry, self.command, self.s)
+                self._opened["run_id"] = start(registry, self.command, self.git)
         except BaseException as e:  # noqa: BLE001 - raised where the run is recorded
             self._opened["error"] = e
 
@@ -82,7 +87,7 @@ class TrackedRun:
             registry = self.champion.registry
             with store_lock(self.uri):  # two workspaces on one SQLite file: one writer at a time
                 summary = record_run(registry, self.command, self.s, self.params, statuses, self.champion,
-                                     result.error, run_id=run_id)
+                                     result.error, run_id=run_id, git=self.git)
         except MlciError:
             raise
         except Exception as e:  # noqa: BLE001 - the store said no: one clear line

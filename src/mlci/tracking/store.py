@@ -91,6 +91,8 @@ def git_info(cwd: Path | None = None) -> dict[str, str]:
     try:
         out["git_commit"] = git("rev-parse", "HEAD")
         out["git_dirty"] = str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower()
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out["git_remote"] = git("config", "--get", "remote.origin.url")
     except (OSError, subprocess.SubprocessError):
         pass  # not a checkout: what the CI's variables say still counts
     branch = ci_branch()
@@ -105,6 +107,30 @@ def git_info(cwd: Path | None = None) -> dict[str, str]:
     if pull_request():
         out["pull_request"] = "true"
     return out
+
+
+#: MLflow's own tag for the commit a run was made from (the UI's "Source" shows it).
+GIT_COMMIT = "mlflow.source.git.commit"
+
+
+def commit_of(tags: dict[str, str]) -> str | None:
+    """A run's commit: MLflow's standard tag, or ``mlci.git_commit`` on runs recorded before it."""
+    return tags.get(GIT_COMMIT) or tags.get(T + "git_commit")
+
+
+def standard_tags(command: str, git: dict[str, str]) -> dict[str, str]:
+    """MLflow's conventional run tags (``mlflow.user``, ``mlflow.source.*``), so its UI and clients show
+    who ran what from where; a CI job is a ``JOB`` named after the pipeline, anything else ``LOCAL``."""
+    env = os.environ
+    job = (" ".join(filter(None, (env.get("GITHUB_REPOSITORY"), env.get("GITHUB_WORKFLOW"))))
+           if env.get("GITHUB_ACTIONS") == "true" else env.get("JOB_NAME"))
+    tags = {"mlflow.user": who(), "mlflow.source.name": job or f"mlci {command}",
+            "mlflow.source.type": "JOB" if job else "LOCAL"}
+    for key, name in (("git_commit", GIT_COMMIT), ("git_branch", "mlflow.source.git.branch"),
+                      ("git_remote", "mlflow.source.git.repoURL")):
+        if git.get(key):
+            tags[name] = git[key]
+    return tags
 
 
 def ci_branch() -> str | None:
@@ -137,6 +163,14 @@ def who() -> str:
 
 
 def quiet_mlflow() -> None:
+    """MLflow's settings for mlci (:func:`mlflow_environment`) and its loggers at ERROR."""
+    mlflow_environment()
+    for name in ("mlflow", "alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def mlflow_environment() -> None:
+    """The environment variables mlci sets for MLflow (only where the user has not)."""
     # Bounded waits on a server that does not answer well: a few seconds of retries, then a clear error.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -146,8 +180,6 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # MLflow's tqdm bar for artifact downloads would land in mlci's stderr and the server's log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("mlflow", "alembic", "mlflow.store.db.utils"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def use_uri(uri: str) -> None:
