@@ -30,9 +30,18 @@ from mlci.tracking.store import quiet_mlflow
 def requirements(card: dict) -> list[str]:
     """The pip requirements of the logged model: what the pickle and the pyfunc import, pinned."""
     pins = {pkg: ver for pkg, ver in card.get("versions", {}).items() if pkg != "mlci"}
-    for pkg in ("mlflow", "cloudpickle"):  # the pyfunc's loader, and what pickled the python model
-        pins.setdefault(pkg, metadata.version(pkg))
-    return [f"{pkg}=={ver}" for pkg, ver in pins.items()]
+    # The pyfunc's loader (mlci itself may run on mlflow-skinny, the same version), and what
+    # pickled the python model.
+    pins.setdefault("mlflow", _version("mlflow") or _version("mlflow-skinny"))
+    pins.setdefault("cloudpickle", _version("cloudpickle"))
+    return [f"{pkg}=={ver}" if ver else pkg for pkg, ver in pins.items()]
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _modules_only(folder: str, names: list[str]) -> list[str]:
