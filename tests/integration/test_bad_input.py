@@ -38,9 +38,12 @@ CASES = [
     ("duplicated-header", body(GOOD[:50] + [HEADER] + GOOD[50:]), errors.DATA,
      "line 52: the header line is repeated"),
     ("all-rejected", body([ROW.replace("Male", "?x")] * 40), errors.REJECTS, "40 of 40 rows rejected (100.0%"),
+    ("50-mb-field", body(GOOD[:3] + [ROW.replace("State-gov", "x" * 50_000_000)] + GOOD[3:]), errors.DATA,
+     "line 5: 50,000,"),
 ]
 HARMLESS = [
     ("crlf", body(GOOD).replace("\n", "\r\n")),
+    ("cr-only", body(GOOD).replace("\n", "\r")),  # old Mac line endings
     ("utf8-bom", "\ufeff" + body(GOOD)),
     ("trailing-blank-lines", body(GOOD) + "\n\n\n"),
 ]
@@ -123,3 +126,19 @@ def test_a_real_process_prints_no_traceback(workspace):
     assert "Traceback" not in proc.stderr
     assert outputs(workspace) == []
     assert adult_data().exists()
+
+
+def test_rejects_name_the_first_line_of_rows_with_quoted_newlines(workspace):
+    """Quoted fields holding commas and newlines: every row after them keeps its own line number."""
+    quoted = [ROW.replace("State-gov", '"Sta\nte, gov"'), ROW.replace("Bachelors", '"Bach\nelors"'),
+              ROW.replace("Adm-clerical", '"Adm,\ncler\nical"')]
+    rows = GOOD[:3] + [quoted[0]] + GOOD[3:6] + [quoted[1]] + GOOD[6:20] + [quoted[2]] + GOOD[20:]
+    (workspace / "data" / "raw" / "bad.csv").write_text(body(rows))
+    result = cli("preprocess", "-S", "preprocess.max_reject_share=0.5", env={"RAW_DATA_FILE": "bad.csv"})
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    rejects = pd.read_csv(workspace / "data" / "processed" / "rejects.csv")
+    # Line 1 is the header; the rows start on lines 5, 10 (after one extra line) and 26 (after two).
+    assert rejects["line"].tolist() == [5, 10, 26]
+    assert rejects["column"].tolist() == ["workclass", "education", "occupation"]

@@ -45,10 +45,12 @@ def client(ws: Path):
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def runs(ws: Path):
+def runs(ws: Path, nested: bool = False):
+    """The runs of mlci commands, latest first (``nested``: every run, stage runs and group parents too)."""
     c = client(ws)
     exp = c.get_experiment_by_name("adult")  # one experiment per dataset
-    return c.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"]) if exp else []
+    where = "" if nested else "tags.`mlci.command` != ''"
+    return c.search_runs([exp.experiment_id], where, order_by=["attributes.start_time DESC"]) if exp else []
 
 
 def champion(ws: Path) -> str:
@@ -187,6 +189,32 @@ def test_single_stages_are_tracked_too(tracked):
     commands = [r.data.tags["mlci.command"] for r in runs(tracked)]
     assert commands == ["test", "gate", "train", "preprocess"]
     assert champion(tracked) == "1"  # the gate promoted what train registered
+    # The tutorial's `docker exec` steps of one workspace and commit group under one parent run;
+    # the next `preprocess` starts the next group.
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs(tracked)}
+    assert len(parents) == 1 and None not in parents
+    (group,) = [r for r in runs(tracked, nested=True) if r.info.run_id in parents]
+    assert group.data.tags["mlci.group"] and group.info.status == "FINISHED"
+    assert cli("preprocess").exit_code == 0
+    assert runs(tracked)[0].data.tags["mlflow.parentRunId"] not in parents
+
+
+def test_a_pipeline_run_nests_a_run_per_stage(tracked):
+    assert cli("run").exit_code == 0
+    (run,) = runs(tracked)
+    children = [r for r in runs(tracked, nested=True) if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
+    assert sorted(r.info.run_name for r in children) == ["gate", "preprocess", "report", "test", "train"]
+    train = next(r for r in children if r.info.run_name == "train")
+    assert train.data.metrics["seconds"] > 0 and train.info.status == "FINISHED"
+    assert train.info.end_time - train.info.start_time == pytest.approx(train.data.metrics["seconds"] * 1000, abs=2)
+    # `mlci runs` lists commands, not their stages.
+    assert [r["run_id"] for r in json.loads(cli("runs", "--json").stdout)] == [run.info.run_id]
+    # A rerun of only the report nests only it.
+    assert cli("run", "-S", "report.bootstrap_resamples=200").exit_code == 0
+    latest = runs(tracked)[0]
+    nested = [r.info.run_name for r in runs(tracked, nested=True)
+              if r.data.tags.get("mlflow.parentRunId") == latest.info.run_id]
+    assert nested == ["report"]
 
 
 def test_unreachable_server_fails_before_any_work(tracked):

@@ -3,6 +3,7 @@ Jenkinsfile passes npm-groovy-lint, and every step is a real mlci command."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -174,16 +175,41 @@ def test_github_workflow_runs_under_act(tmp_path):
     pinned = re.findall(r"uses: (actions/(?!checkout)[\w-]+@[0-9a-f]{40})", (ROOT / ".github/workflows/pipeline.yml")
                         .read_text())
     assert len(pinned) == 3
-    proc = subprocess.run(
-        [BIN / "act", "push", "-P", "ubuntu-latest=-self-hosted", "-W", ".github/workflows/pipeline.yml",
-         *[a for ref in pinned for a in ("--local-repository", f"{ref}={noop}")]],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "Job succeeded" in out, out[-4000:]
-    assert "Success - Main Preprocess, train, gate, test, report, promote" in out
+    # The team's tracking store (the MLFLOW_TRACKING_URI secret), shared by the push and the pull request.
+    store = tmp_path / "team" / "mlflow.db"
+    store.parent.mkdir()
+
+    def act(*args: str) -> str:
+        proc = subprocess.run(
+            [BIN / "act", *args, "-P", "ubuntu-latest=-self-hosted", "-W", ".github/workflows/pipeline.yml",
+             "-s", f"MLFLOW_TRACKING_URI=sqlite:///{store}",
+             *[a for ref in pinned for a in ("--local-repository", f"{ref}={noop}")]],
+            cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "Job succeeded" in out, out[-4000:]
+        assert "Success - Main Preprocess, train, gate, test, report, promote" in out
+        assert processes_under(tmp_path) == []  # the job's tracked run left no process behind
+        return out
+
+    out = act("push")
     assert "Summary - ### Model metrics" in out  # `mlci diff --md` reached the job summary
     assert '"test_acc"' in out and "is the champion" in out
-    assert processes_under(tmp_path) == []  # the job's tracked run left no process behind
+
+    # A pull request that changes the model: registered and marked the challenger; champion stays.
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("n_estimators: 400", "n_estimators: 300", 1))
+    for args in (["checkout", "-qb", "fewer-trees"], ["commit", "-qam", "fewer trees"]):
+        subprocess.run(git + args, cwd=repo, check=True)
+    event = tmp_path / "pull_request.json"
+    event.write_text(json.dumps({"pull_request": {"number": 7, "head": {"ref": "fewer-trees"},
+                                                  "base": {"ref": "master"}}}))
+    out = act("pull_request", "-e", str(event))
+    assert "a pull request never promotes" in out
+    import mlflow
+
+    registry = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}", registry_uri=f"sqlite:///{store}")
+    assert str(registry.get_model_version_by_alias("adult-income", "champion").version) == "1"
+    assert str(registry.get_model_version_by_alias("adult-income", "challenger").version) == "2"
 
 
 def test_github_workflow_is_hardened():

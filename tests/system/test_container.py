@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import kaggle_csv
 from docker_harness import IMAGE, ROOT, build, docker, engine_or_skip, ensure_base_image
 
 from mlci import errors
@@ -141,6 +142,29 @@ def test_one_shot_run_as_written_twice_keeps_its_registry(image, tmp_path, fresh
     assert "adult-income v1 is the champion" in first.stderr
     second = sh(block, tmp_path)  # the named volume kept the registry: the same model is v1, the champion
     assert "adult-income v1" in second.stderr and "tracked:" in second.stderr
+
+
+def test_a_store_written_in_the_container_opens_on_the_host(image, tmp_path):
+    """The README's host-store block as written, then MLflow's own client on the host: the champion
+    loads and scores, a run's artifacts list (the paths the container recorded are the host's)."""
+    import mlflow
+    import pandas as pd
+
+    from mlci.data.dataset import normalise_name
+    from mlci.tracking.store import use_uri
+
+    sh(readme_block("host-store"), tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    use_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/adult-income@champion")
+    # The image trains on the bundled UCI file (no header): the signature has the dataset's names.
+    rows = pd.read_csv(kaggle_csv(tmp_path)).head(20).rename(columns=normalise_name)
+    out = model.predict(rows)
+    assert list(out.columns) == ["probability", "label"] and out.probability.between(0, 1).all()
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run_id = client.get_model_version_by_alias("adult-income", "champion").run_id
+    names = {a.path for a in client.list_artifacts(run_id, "mlci")}
+    assert "mlci/train_metadata.json" in names
 
 
 def test_one_shot_run_as_an_unprivileged_user(image, tmp_path, fresh_registry_volume):

@@ -38,6 +38,9 @@ from mlci.errors import DataError
 from mlci.fileio import bytes_hash
 from mlci.data.dataset import Column, DatasetDef, normalise_name
 
+#: The longest line a file may have (a record of a few hundred fields is some kilobytes).
+MAX_LINE = 8 << 20
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE))  # the header and diagnostics read lines with csv
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _INTEGER = r"^[+-]?\d+(\.0*)?$"
 
@@ -76,8 +79,11 @@ def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True,
     sha = bytes_hash(data)
     data = _decode(path, data, ds.encoding)
 
+    if b"\r" in data and b"\n" not in data:
+        data = data.replace(b"\r", b"\n")  # old Mac line endings: CR alone
     start, line0 = _data_start(data)
     body = data[start:]
+    _check_line_lengths(path, body, line0)
     first_end = body.find(b"\n")
     first = (body if first_end < 0 else body[:first_end]).decode("utf-8").rstrip("\r")
     if not first.strip():
@@ -244,9 +250,16 @@ def _diagnose(path: Path, body: bytes, line0: int, names: list[str], delimiter: 
 
 
 def _row_lines(body: bytes, line0: int) -> np.ndarray:
-    """File line number (1-based) of every non-empty line of ``body``, i.e. of every row."""
+    """File line number (1-based) of the first line of every row of ``body``.
+
+    A newline inside a quoted field does not end a row: a row ends at a newline after an even
+    number of quote characters (``""``, the escaped quote, keeps the count even)."""
     arr = np.frombuffer(body, dtype=np.uint8)
-    ends = np.flatnonzero(arr == 10)
+    newlines = np.flatnonzero(arr == 10)
+    ends = newlines
+    if 34 in arr:  # '"'
+        quotes = np.cumsum(arr == 34)
+        ends = newlines[quotes[newlines] % 2 == 0]
     if len(body) and body[-1:] != b"\n":
         ends = np.append(ends, len(body))
     starts = np.concatenate(([0], ends[:-1] + 1))
@@ -254,7 +267,19 @@ def _row_lines(body: bytes, line0: int) -> np.ndarray:
     # A line holding only "\r" (CRLF file) is as empty as a line holding nothing.
     cr_only = (length == 1) & (arr[np.minimum(starts, len(arr) - 1)] == 13)
     empty = (length == 0) | cr_only
-    return np.flatnonzero(~empty) + 1 + line0
+    return np.searchsorted(newlines, starts[~empty]) + 1 + line0
+
+
+def _check_line_lengths(path: Path, body: bytes, line0: int) -> None:
+    """A line longer than :data:`MAX_LINE` is named here (the parser's blocks and Python's csv
+    module would otherwise fail on it without saying where)."""
+    arr = np.frombuffer(body, dtype=np.uint8)
+    bounds = np.concatenate(([-1], np.flatnonzero(arr == 10), [len(arr)]))
+    lengths = np.diff(bounds) - 1
+    longest = int(np.argmax(lengths)) if len(lengths) else 0
+    if len(lengths) and lengths[longest] > MAX_LINE:
+        raise DataError(f"{path}, line {line0 + longest + 1}: {lengths[longest]:,} bytes long, more than the "
+                        f"{MAX_LINE // (1 << 20)} MiB a line may hold (is it a CSV file of records?)")
 
 
 def _check_repeated_header(path: Path, table: pa.Table, header: list[str], lines: np.ndarray) -> None:

@@ -26,6 +26,7 @@ class StageResult:
     status: str  # "ran", "cached", "failed", "not run"
     seconds: float = 0.0
     error: str | None = None
+    started_at: float | None = None  # epoch seconds, for a stage that ran
     output: Any = field(default=None, repr=False, compare=False)
 
 
@@ -197,7 +198,7 @@ class _Run:
     def execute(self, st: Stage) -> None:
         started = time.perf_counter()
         self.tell("start", st.name)
-        res = StageResult(st.name, "ran")
+        res = StageResult(st.name, "ran", started_at=time.time())
         self.result.stages.append(res)
         try:
             res.output = _call(st, self.s, self.params, self.echo, self.champion, self.painter)

@@ -18,11 +18,19 @@ from mlci.tracking.registry import Registry, flatten_params
 from mlci.tracking.store import TrackingError, git_info
 
 
-def start(registry: Registry, command: str, git: dict[str, str]) -> str:
+def start(registry: Registry, command: str, s: S.Settings, git: dict[str, str]) -> str:
     """A new RUNNING run of ``command`` (a run whose process dies is marked FAILED by the next one);
-    ``git``: :func:`~mlci.tracking.store.git_info` of the workspace."""
+    ``git``: :func:`~mlci.tracking.store.git_info` of the workspace.
+
+    A single-stage command (``mlci train``: the tutorial's ``docker exec`` steps, a Jenkins chain)
+    is nested under a parent run that groups the stages run in this workspace, on this host, at
+    this commit; ``mlci preprocess`` starts a new group."""
+    from mlci.pipeline.table import STAGES
+
+    stages = [st.name for st in STAGES]
+    group = group_key(s, git) if command in stages else None
     try:
-        return registry.start_run(command, git)
+        return registry.start_run(command, git, group=group, new_group=command == stages[0])
     except TrackingError:
         raise
     except Exception as e:  # noqa: BLE001 - the server said no: one clear line
@@ -40,12 +48,13 @@ def record_run(
     error: str | None = None,
     run_id: str | None = None,
     git: dict[str, str] | None = None,
+    stages: list[dict] | None = None,
 ) -> dict:
     """Record a finished command as an MLflow run (``run_id``, already RUNNING, or a new one) from its
     result files: parameters, metrics, tags, the files; register a new model; promote it if the gate
     passed."""
     git = git if git is not None else git_info(s.workdir)
-    run_id = run_id or start(registry, command, git)
+    run_id = run_id or start(registry, command, s, git)
     results = {name: s.result(name) for name in
                (S.PREPROCESS_METADATA, S.TRAIN_METADATA, S.GATE_FILE, S.TEST_METADATA)}
     # Outputs of a stage that failed are the previous run's, except a gate that said no.
@@ -88,6 +97,8 @@ def record_run(
         files.update({f"report/{n}": s.result(n) for n in (S.REPORT_MD, S.REPORT_HTML, S.REPORT_JSON)})
         files.update({f"report/{S.PLOTS_DIR}/{n}.png": s.result(S.PLOTS_DIR) / f"{n}.png" for n in S.REPORT_PLOTS})
     registry.log_files(run_id, files)
+    if command == "run" and stages:
+        registry.log_stage_runs(run_id, [st for st in stages if st["status"] in ("ran", "failed")])
 
     summary: dict = {"run_id": run_id, "tracking_uri": registry.uri}
     if train and s.model_card_path.exists():
@@ -138,6 +149,15 @@ def _register_and_promote(registry, run_id, s, gate, champion, git: dict[str, st
     registry.log(run_id, {}, {}, {"promoted": str(decision["promoted"]).lower()})
     out.update(decision)
     return out
+
+
+def group_key(s: S.Settings, git: dict[str, str]) -> str:
+    """What groups single-stage commands: this host (a container's own), the workspace, the commit."""
+    import hashlib
+    import socket
+
+    text = "\0".join((socket.gethostname(), str(s.workdir.resolve()), git.get("git_commit", "")))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def promotion_refused(tracking: dict, git: dict) -> str | None:

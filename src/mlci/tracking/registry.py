@@ -81,9 +81,12 @@ class Registry:
                 stale.append(run.info.run_id)
         return stale
 
-    def start_run(self, command: str, tags: dict[str, str]) -> str:
+    def start_run(self, command: str, tags: dict[str, str], group: str | None = None, new_group: bool = False) -> str:
+        """A RUNNING run of ``command``; ``group``: nest it under that group's parent run (see
+        :meth:`group_parent`)."""
         exp = self.experiment_id()
         self.fail_stale_runs(exp)
+        parent = self.group_parent(exp, group, tags, new_group) if group else None
         all_tags = {
             T + "command": command,
             T + "host": socket.gethostname(),
@@ -93,8 +96,38 @@ class Registry:
             **standard_tags(command, tags),
             # What MLflow has no tag for (commit and branch are in the standard ones above).
             **{T + k: v for k, v in tags.items() if k not in ("git_commit", "git_branch", "git_remote")},
+            **({"mlflow.parentRunId": parent} if parent else {}),
         }
         return self.client.create_run(exp, tags=all_tags).info.run_id
+
+    def group_parent(self, exp: str, group: str, git: dict[str, str], new: bool) -> str:
+        """The parent run of a group of single-stage commands (the tutorial's ``docker exec`` steps,
+        a Jenkins chain): the latest with this key, or a new one when ``new`` (the first stage)."""
+        if not new:
+            found = self.client.search_runs([exp], f"tags.`{T}group` = '{group}'",
+                                            order_by=["attributes.start_time DESC"], max_results=1)
+            if found:
+                return found[0].info.run_id
+        tags = {T + "group": group, "mlflow.runName": f"stages-{time.strftime('%Y%m%d-%H%M%S')}",
+                **standard_tags("stages", git)}
+        run_id = self.client.create_run(exp, tags=tags).info.run_id
+        self.client.set_terminated(run_id, "FINISHED")  # it holds no work of its own
+        return run_id
+
+    def log_stage_runs(self, parent: str, stages: list[dict]) -> None:
+        """One child run per stage that ran (``{name, status, seconds, started_at, error}``), nested
+        under ``parent``: the MLflow UI shows the pipeline's steps and their times."""
+        from mlflow.entities import Metric
+
+        exp = self.client.get_run(parent).info.experiment_id
+        for st in stages:
+            start = int((st.get("started_at") or time.time()) * 1000)
+            tags = {"mlflow.parentRunId": parent, "mlflow.runName": st["name"], T + "stage": st["name"],
+                    T + "status": st["status"], **({T + "error": st["error"][:5000]} if st.get("error") else {})}
+            run_id = self.client.create_run(exp, start_time=start, tags=tags).info.run_id
+            self.client.log_batch(run_id, metrics=[Metric("seconds", float(st["seconds"]), start, 0)])
+            self.client.set_terminated(run_id, "FAILED" if st["status"] == "failed" else "FINISHED",
+                                       end_time=start + int(st["seconds"] * 1000))
 
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
@@ -312,11 +345,12 @@ class Registry:
     # -- history ------------------------------------------------------------------------------
 
     def runs(self, limit: int = 20):
+        """The latest runs of mlci commands (not the stage runs nested in them, nor group parents)."""
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is None:
             return []
-        return self.client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
-                                       max_results=limit)
+        return self.client.search_runs([exp.experiment_id], f"tags.`{T}command` != ''",
+                                       order_by=["attributes.start_time DESC"], max_results=limit)
 
 
 def _proc_stat(pid: int) -> list[str] | None:

@@ -56,7 +56,7 @@ class TrackedRun:
         try:
             registry = self.champion.registry
             with store_lock(self.uri):
-                self._opened["run_id"] = start(registry, self.command, self.git)
+                self._opened["run_id"] = start(registry, self.command, self.s, self.git)
         except BaseException as e:  # noqa: BLE001 - raised where the run is recorded
             self._opened["error"] = e
 
@@ -87,7 +87,9 @@ class TrackedRun:
             registry = self.champion.registry
             with store_lock(self.uri):  # two workspaces on one SQLite file: one writer at a time
                 summary = record_run(registry, self.command, self.s, self.params, statuses, self.champion,
-                                     result.error, run_id=run_id, git=self.git)
+                                     result.error, run_id=run_id, git=self.git,
+                                     stages=[{"name": r.name, "status": r.status, "seconds": r.seconds,
+                                              "started_at": r.started_at, "error": r.error} for r in result.stages])
         except MlciError:
             raise
         except Exception as e:  # noqa: BLE001 - the store said no: one clear line
