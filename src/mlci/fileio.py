@@ -34,9 +34,18 @@ def atomic_path(target: Path) -> Iterator[Path]:
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
+    except OSError as e:
+        raise _naming(e, target) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def _naming(e: OSError, target: Path) -> OSError:
+    """``e`` with the file it was about: a failed write (a full disk) names no file of its own."""
+    if e.filename is None:
+        return type(e)(e.errno, e.strerror, str(target))
+    return e
 
 
 def write_bytes(target: Path, data: bytes) -> None:
@@ -61,6 +70,8 @@ def write_set(files: dict[Path, bytes]) -> None:
             os.chmod(tmp, 0o644)
         for tmp, target in written:
             os.replace(tmp, target)
+    except OSError as e:
+        raise _naming(e, target) from None
     finally:
         for tmp, _ in written:
             with contextlib.suppress(FileNotFoundError):

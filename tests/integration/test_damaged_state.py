@@ -115,3 +115,32 @@ def test_a_first_run_without_data_leaves_nothing_behind(tmp_path, monkeypatch):
     result = cli("run", env={"RAW_DATA_FILE": "mine.csv"})  # the tutorial's variables win over the bundled data
     one_line_error(result, errors.DATA, "data/raw/mine.csv: file not found")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no mlflow.db, no run, no .mlci
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_outputs(workspace, tmp_path_factory):
+    """The results directory on a small tmpfs, filled up: the stage that cannot write fails with exit 11
+    in one line, and every earlier output is still whole (no half-written file, no temporary left)."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI runs as root: mounting a small tmpfs must work there")
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path_factory.mktemp("small-disk")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    try:
+        env = {"RESULTS_DIR": str(disk)}
+        assert cli("run", env=env).exit_code == 0
+        before = {p.relative_to(disk): p.read_bytes() for p in disk.rglob("*") if p.is_file()}
+        (disk / "filler").write_bytes(b"\0" * (shutil.disk_usage(disk).free - 8 * 1024))  # 8 KiB left
+        result = cli("run", "--force", env=env)
+        one_line_error(result, errors.IO, "no space left on the device")
+        assert str(disk) in result.stderr  # the file it could not write
+        after = {p.relative_to(disk): p.read_bytes() for p in disk.rglob("*") if p.is_file() and p.name != "filler"}
+        assert set(after) == set(before)  # nothing half-written left beside them
+        changed = [str(p) for p in before if after[p] != before[p]]
+        assert changed == [], changed
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -323,3 +323,34 @@ def test_a_damaged_last_run_file_only_costs_a_recorded_rerun(tracked):
     again = cli("run")
     assert again.exit_code == 0, again.output
     assert len(runs(tracked)) == 2  # recorded as a cached run instead of an error
+
+
+def _half_migrated(db: Path) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE _alembic_tmp_tags (key TEXT)")  # what an interrupted migration leaves
+    con.commit()
+    con.close()
+
+
+DAMAGE = {
+    "garbage": lambda db: db.write_bytes(b"this is not a database\n" * 100),
+    "truncated": lambda db: db.write_bytes(db.read_bytes()[:5000]),
+    "half-migrated": _half_migrated,
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.parametrize("command", [["run"], ["status"], ["runs"]])
+def test_a_damaged_store_is_named_with_the_way_out(tracked, damage, command):
+    """No hang, no internal error: one line naming the database and what to do, exit 8; the file untouched."""
+    db = tracked / "mlflow.db"
+    DAMAGE[damage](db)
+    before = db.read_bytes()
+    proc = run_mlci(*command, cwd=tracked, env={"MLCI_NO_TRACK": ""}, timeout=60)
+    assert proc.returncode == errors.TRACKING, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: tracking database {db}") and "move it aside" in last, proc.stderr
+    assert "Traceback" not in proc.stderr and db.read_bytes() == before
+    assert not (tracked / "results").exists()  # checked before any work

@@ -247,3 +247,33 @@ def test_push_runs_the_pipeline_in_the_commits_image(tmp_path):
     finally:
         srv.proc.terminate()
         srv.proc.wait(timeout=30)
+
+
+def test_two_branches_pushed_at_once_on_a_fresh_store_are_both_recorded(tmp_path):
+    """One push updating two watched branches: their runs go side by side, into one new SQLite store."""
+    files = {"params.yaml": ROOT / "params.yaml", "data/raw/adult.data": adult_data()}
+    srv = start(tmp_path, files, "host", "--branch", "second")
+    try:
+        params = srv.work / "params.yaml"
+        srv.git("checkout", "-q", "-b", "second")
+        params.write_text(params.read_text().replace("n_estimators: 400", "n_estimators: 300", 1))
+        srv.git("commit", "-qam", "a second model")
+        second = srv.git("rev-parse", "HEAD")
+        main = srv.git("rev-parse", "main")
+        assert not list(tmp_path.rglob("mlflow.db"))  # the store does not exist yet
+        srv.git("push", "-q", "origin", "main", "second")
+        runs = {name: srv.wait(commit) for name, commit in (("main", main), ("second", second))}
+        for name, run in runs.items():
+            assert run["status"] == "passed" and "tracked: run" in run["log"], (name, run["log"][-2000:])
+        assert "is the champion" in runs["main"]["log"] and "challenger" in runs["second"]["log"]
+        (store,) = tmp_path.rglob("mlflow.db")
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}", registry_uri=f"sqlite:///{store}")
+        exp = client.get_experiment_by_name("adult")
+        recorded = client.search_runs([exp.experiment_id], "tags.`mlci.command` = 'run'")
+        assert sorted(r.data.tags["mlflow.source.git.branch"] for r in recorded) == ["main", "second"]
+        assert processes_under(srv.tmp, but=(srv.proc.pid,)) == []
+    finally:
+        srv.proc.terminate()
+        srv.proc.wait(timeout=30)

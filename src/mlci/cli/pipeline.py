@@ -198,9 +198,11 @@ def status(ctx: click.Context, overrides: tuple[str, ...], as_json: bool, no_tra
     champion = None
     if not no_track:
         from mlci.tracking.champion import Champion
-        from mlci.tracking.store import tracking_uri
+        from mlci.tracking.store import check_reachable, tracking_uri
 
-        champion = Champion(tracking_uri(), params.section("tracking"), s)
+        uri = tracking_uri()
+        check_reachable(uri)  # a damaged store is named, with the way out, as `mlci run` names it
+        champion = Champion(uri, params.section("tracking"), s)
     why = staleness(s, params, champion)
     if as_json:
         states = {name: "stale" if w else "up to date" for name, w in why.items()}
