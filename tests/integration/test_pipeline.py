@@ -62,13 +62,21 @@ def test_full_pipeline_then_incremental_reruns(workspace):
     assert statuses(changed) == {"preprocess": "cached", "train": "ran", "gate": "ran", "test": "ran", "report": "ran"}
     assert load(workspace, "train_metadata.json")["validation_acc"] != train["validation_acc"]
 
-    # Back to params.yaml: retrain (the lock records what the outputs were made with).
+    # Back to params.yaml: the outputs made from these inputs before come back from the run cache
+    # (the lock records what the outputs were made with).
     back = cli("run", "--json")
-    assert statuses(back)["train"] == "ran"
-    assert load(workspace, "train_metadata.json")["validation_acc"] == train["validation_acc"]
+    assert statuses(back) == {"preprocess": "cached", "train": "restored", "gate": "restored", "test": "restored",
+                              "report": "restored"}
+    assert load(workspace, "train_metadata.json") == train
 
-    # A changed output is noticed: its stage reruns, and the stages that read it (the test stage does
-    # not read gate.json: it only checks that the gate passed for this model).
+    # A changed output is noticed: its stage is made again (here: restored, byte for byte, so the
+    # report that read it is still current).
+    (workspace / "results" / "gate.json").write_text("{}")
+    assert statuses(cli("run", "--json")) == {"preprocess": "cached", "train": "cached", "gate": "restored",
+                                              "test": "cached", "report": "cached"}
+    # Without the cache, the stage runs, and the stages that read it (the test stage does not read
+    # gate.json: it only checks that the gate passed for this model).
+    assert cli("cache", "gc", "--all").exit_code == 0
     (workspace / "results" / "gate.json").write_text("{}")
     assert statuses(cli("run", "--json")) == {"preprocess": "cached", "train": "cached", "gate": "ran",
                                               "test": "cached", "report": "ran"}
@@ -293,3 +301,37 @@ def test_a_closed_pipe_ends_quietly(workspace):
                           text=True, executable="/bin/bash", env={**os.environ, "MLCI_NO_TRACK": "1"})
     assert proc.stdout.strip() == "validation accuracy is higher than the threshold"
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr and "internal error" not in proc.stderr
+
+
+def test_help_pages_are_short_and_offer_options_only_where_they_act():
+    from mlci.cli import main
+
+    for name, command in main.commands.items():
+        page = cli(name, "--help").stdout
+        if name not in ("exit-codes", "idle"):
+            assert page.rstrip().endswith("lists them all."), name  # the list itself: `mlci exit-codes`
+        assert "preprocess.max_reject_share" not in page and len(page.splitlines()) < 60, name
+        assert ("--profile" in page) == (name in ("run", "train")), name
+
+
+def test_a_reverted_parameter_is_restored_from_the_run_cache(workspace):
+    """Back to parameters that ran before: the outputs come back byte for byte, without refitting."""
+    assert cli("run").exit_code == 0
+    first = {p: (workspace / p).read_bytes() for p in outputs(workspace) if not p.endswith(("report.html", "report.md",
+                                                                                              "report.json"))}
+    assert cli("run", "-S", "train.learning_rate=0.1").exit_code == 0
+    assert (workspace / "models" / "model.pkl").read_bytes() != first["models/model.pkl"]
+    status = cli("status", "--json").stdout
+    assert "in the run cache" in json.loads(status)["why"]["train"]
+    again = cli("run", "--json")
+    assert again.exit_code == 0
+    stages = {st["name"]: st["status"] for st in json.loads(again.stdout)["stages"]}
+    assert stages == {"preprocess": "cached", "train": "restored", "gate": "restored", "test": "restored",
+                      "report": "restored"}
+    for p, data in first.items():
+        assert (workspace / p).read_bytes() == data, p
+    assert cli("status", "--json").stdout.count("up to date") == 5  # the lock holds the restored state
+    # Bounded: `mlci cache gc` drops entries beyond the limit; --all empties it (a rerun refits).
+    assert json.loads(cli("cache", "gc", "--all").stdout)["entries_kept"] == 0
+    assert cli("run", "-S", "train.learning_rate=0.1", "--json").exit_code == 0
+    assert json.loads(cli("run", "--json").stdout)["stages"][1]["status"] == "ran"

@@ -598,6 +598,11 @@ def test_no_champion_is_exit_6_in_one_line(registry_ws):
     assert proc.returncode == errors.PREREQUISITE
     assert proc.stderr.startswith("error: nobody@champion") and "no model to serve" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    # -S, as for the pipeline commands, says the same without a second parameters file.
+    proc = run_mlci("serve", "--port", "0", "-S", "tracking.model_name=nobody", cwd=registry_ws)
+    assert proc.returncode == errors.PREREQUISITE and proc.stderr.startswith("error: nobody@champion")
+    typo = run_mlci("serve", "--port", "0", "-S", "tracking.model_nam=x", cwd=registry_ws)
+    assert typo.returncode == errors.USAGE and "-S" in typo.stderr and "model_name" in typo.stderr
 
 
 def test_a_model_failing_its_smoke_prediction_is_not_installed(registry_ws):

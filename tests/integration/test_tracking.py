@@ -354,3 +354,17 @@ def test_a_damaged_store_is_named_with_the_way_out(tracked, damage, command):
     assert last.startswith(f"error: tracking database {db}") and "move it aside" in last, proc.stderr
     assert "Traceback" not in proc.stderr and db.read_bytes() == before
     assert not (tracked / "results").exists()  # checked before any work
+
+
+def test_a_run_restored_from_the_run_cache_is_the_earlier_model(tracked):
+    """Reverting a parameter: the run is recorded, with the version that model already has."""
+    assert cli("run").exit_code == 0
+    assert cli("run", "-S", "train.learning_rate=0.1").exit_code in (0, errors.GATE_FAILED)
+    versions = len(client(tracked).search_model_versions("name = 'adult-income'"))
+    back = cli("run", "--json")
+    assert back.exit_code == 0, back.output
+    summary = json.loads(back.stdout)
+    assert {st["name"]: st["status"] for st in summary["stages"]}["train"] == "restored"
+    assert summary["tracking"]["version"] == "1"  # no new registry version
+    assert len(client(tracked).search_model_versions("name = 'adult-income'")) == versions
+    assert runs(tracked)[0].data.tags["mlci.model_version"] == "1"

@@ -68,7 +68,8 @@ def context(ctx: click.Context, overrides: tuple[str, ...]):
 
 
 def epilog() -> str:
-    return "Exit codes: " + "; ".join(f"{k} {v}" for k, v in errors.EXIT_CODES.items())
+    return ("Exit codes: 0 success, 3 the gate failed, others an error named in one line on stderr; "
+            "`mlci exit-codes` lists them all.")
 
 
 @click.group(epilog=epilog(), context_settings={"help_option_names": ["-h", "--help"]})

@@ -40,6 +40,8 @@ class _Display:
             c.print(f"[green]✓[/] {name} [dim]{info['seconds']:.1f}s[/]")
         elif kind == "cached":
             c.print(f"[green]✓[/] {name} [dim](up to date, skipped)[/]")
+        elif kind == "restored":
+            c.print(f"[green]✓[/] {name} [dim](restored from the run cache: made before from these inputs)[/]")
         elif kind == "failed":
             c.print(f"[red]✗[/] {name}")
 
@@ -48,15 +50,8 @@ class _Display:
 
 
 def _stage_command(name: str, doc: str):
-    @main.command(name=name, help=doc, epilog=epilog())
-    @click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-    @click.option("--wait", type=float, default=0.0, show_default=True, help="Seconds to wait for a busy workspace.")
-    @click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=NO_TRACK_HELP)
-    @profile_option
-    @click.pass_context
-    @handle_errors
     def command(ctx: click.Context, overrides: tuple[str, ...], wait: float, no_track: bool,
-                profile: str | None) -> None:
+                profile: str | None = None) -> None:
         from mlci.pipeline.runner import run
         from mlci.pipeline.workspace import workspace_lock
 
@@ -72,7 +67,15 @@ def _stage_command(name: str, doc: str):
         if result.exit_code:
             raise_exit(result)
 
-    return command
+    # Options only where they act: the profile changes what train does, nothing else.
+    f = click.pass_context(handle_errors(command))
+    if name == "train":
+        f = profile_option(f)
+    f = click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=NO_TRACK_HELP)(f)
+    f = click.option("--wait", type=float, default=0.0, show_default=True,
+                     help="Seconds to wait for a busy workspace.")(f)
+    f = click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)(f)
+    return main.command(name=name, help=doc, epilog=epilog())(f)
 
 
 def raise_exit(result) -> None:
@@ -139,13 +142,13 @@ def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bo
         result = run_pipeline(s, params, force=force, until=until, observers=observers, echo=echo,
                               champion=tracked.champion if tracked else None)
     statuses = result.statuses
-    if fresh and not any(st in ("ran", "cached") for st in statuses.values()):
+    if fresh and not any(st in ("ran", "cached", "restored") for st in statuses.values()):
         import shutil
 
         shutil.rmtree(s.state_dir, ignore_errors=True)  # a first run that made nothing leaves nothing behind
 
     outputs = {key: read_json(s.result(fname)) for key, fname, stage in _OUTPUTS
-               if s.result(fname).exists() and statuses.get(stage) in ("ran", "cached", "failed")}
+               if s.result(fname).exists() and statuses.get(stage) in ("ran", "cached", "restored", "failed")}
     if as_json:
         click.echo(json.dumps({"exit_code": result.exit_code, "error": result.error,
                                "stages": [{k: v for k, v in vars(r).items() if k != "output"} for r in result.stages],
@@ -168,7 +171,7 @@ def _summary(console, result, outputs: dict) -> None:
     for col in ("stage", "status", "seconds"):
         table.add_column(col)
     for r in result.stages:
-        style = {"ran": "green", "cached": "cyan", "failed": "red"}.get(r.status, "dim")
+        style = {"ran": "green", "cached": "cyan", "restored": "cyan", "failed": "red"}.get(r.status, "dim")
         table.add_row(r.name, f"[{style}]{r.status}[/]", f"{r.seconds:.2f}" if r.status == "ran" else "")
     console.print(table)
     metrics = Table(title="metrics", title_justify="left")
@@ -231,3 +234,51 @@ def predict(ctx: click.Context, input_path: Path, output: Path, model_dir: Path 
     summary = score(input_path, output, model_dir or s.model_dir, echo=lambda m: click.echo(m, err=True),
                     strict=strict, allow_rejects=allow_rejects)
     click.echo(json.dumps(summary))
+
+
+@main.command(epilog=epilog())
+@click.argument("data", metavar="DATA.csv", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", required=True, help="The label column (two distinct values).")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+              help="The new project's directory (default: the file's name without extension); must not exist or be empty.")
+@click.option("--name", default=None, help="The dataset's name (default: the file's): its MLflow experiment and registered model.")
+@click.option("--positive", default=None, help="The positive label, as written in the data (default: 1/yes/true, else the rarer one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@handle_errors
+def init(data: Path, target: str, directory: Path | None, name: str | None, positive: str | None,
+         as_json: bool) -> None:
+    """Make a project for your own CSV: a dataset definition inferred from it, params.yaml with gate rules
+    fitted to it, and the data; then `cd DIR && mlci run`."""
+    from mlci.stages.init import init as make
+
+    directory = directory or Path(data.stem)
+    summary = make(data, target, directory, name=name, positive=positive, echo=lambda m: click.echo(m, err=True))
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(f"{summary['dir']}: dataset {summary['dataset']!r}, {summary['rows']} rows, {summary['features']} "
+                   f"features ({summary['categorical']} categorical), label {summary['target']!r} "
+                   f"(positive {summary['positive_label']!r})" +
+                   (f", dropped {', '.join(summary['dropped'])}" if summary["dropped"] else ""))
+        click.echo(f"next: cd {summary['dir']} && mlci run")
+
+
+@main.group(epilog=epilog())
+def cache() -> None:
+    """The run cache: stage outputs kept by the inputs that made them (`<state dir>/cache`)."""
+
+
+@cache.command(epilog=epilog())
+@click.option("--max-mb", type=click.FloatRange(min=0), default=None,
+              help="Keep at most this many MiB (default: $MLCI_CACHE_MAX_MB, else 2048).")
+@click.option("--all", "everything", is_flag=True, help="Empty the cache.")
+@click.pass_context
+@handle_errors
+def gc(ctx: click.Context, max_mb: float | None, everything: bool) -> None:
+    """Drop the least recently used entries until the cache fits its limit."""
+    from mlci.pipeline.cache import gc as collect
+    from mlci.pipeline.cache import limit_bytes
+
+    s = S.from_env(ctx.obj.get("params_file"))
+    limit = 0 if everything else (int(max_mb * (1 << 20)) if max_mb is not None else limit_bytes())
+    click.echo(json.dumps(collect(s, limit)))

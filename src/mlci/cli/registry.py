@@ -126,9 +126,11 @@ def _promotions(reg, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--md", "as_md", is_flag=True, help="Print a Markdown table (for a pull-request comment).")
 @click.option("--all", "show_all", is_flag=True, help="Show unchanged metrics too.")
+@click.option("--across-datasets", is_flag=True, help="Compare runs of different datasets (refused otherwise).")
 @click.pass_context
 @handle_errors
-def diff(ctx: click.Context, a: str | None, b: str | None, as_json: bool, as_md: bool, show_all: bool) -> None:
+def diff(ctx: click.Context, a: str | None, b: str | None, as_json: bool, as_md: bool, show_all: bool,
+         across_datasets: bool) -> None:
     """Metrics and parameters of two runs side by side (default: the champion vs the latest run).
 
     A and B may be run ids or unique prefixes of 4+ characters, model versions (v3, version:3, or a
@@ -140,6 +142,10 @@ def diff(ctx: click.Context, a: str | None, b: str | None, as_json: bool, as_md:
     s, reg = _registry(ctx)
     run_a, label_a = resolve_ref(reg, a, "champion", s.workdir)
     run_b, label_b = resolve_ref(reg, b, "latest", s.workdir)
+    data_a, data_b = run_a.data.params.get("dataset"), run_b.data.params.get("dataset")
+    if data_a != data_b and not across_datasets:
+        raise errors.UsageError(f"{label_a} is a run on dataset {data_a!r}, {label_b} on {data_b!r}: their metrics "
+                                "are not comparable; --across-datasets compares them anyway")
     d = compute(run_a, run_b)
     d.update(a_label=label_a, b_label=label_b, same_run=run_a.info.run_id == run_b.info.run_id)
     if as_json:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mlci import errors
-from mlci.cli.app import epilog, handle_errors, main
+from mlci.cli.app import context, epilog, handle_errors, main
 from mlci.config import settings as S
 
 
@@ -66,10 +66,13 @@ def webhook(repo_url: str, branches: tuple[str, ...], repository: str | None, wo
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Allow browser requests from ORIGIN (repeatable). Default: no CORS headers at all.")
 @click.option("--access-log", is_flag=True, help="Log every request (off by default: it costs throughput).")
+@click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a parameter, as for the pipeline, e.g. -S tracking.model_name=churn (repeatable).")
 @click.pass_context
 @handle_errors
 def serve(ctx: click.Context, host: str, port: int, model_dir: Path | None, poll: float, unknown_categories: str,
-          max_batch: int, max_body_bytes: int, cors_origins: tuple[str, ...], access_log: bool) -> None:
+          max_batch: int, max_body_bytes: int, cors_origins: tuple[str, ...], access_log: bool,
+          overrides: tuple[str, ...]) -> None:
     """Serve the model over HTTP: POST /predict, GET /health, /ready, /model; POST /admin/reload.
 
     The model is the registry's champion (tracking.model_name and tracking.alias in params.yaml,
@@ -78,13 +81,11 @@ def serve(ctx: click.Context, host: str, port: int, model_dir: Path | None, poll
     to load leaves the old one serving. POST /admin/reload needs Authorization: Bearer
     $MLCI_SERVE_TOKEN and is disabled when that variable is unset.
     """
-    from mlci.config.resolve import resolve
     from mlci.serving.options import Options
     from mlci.serving.server import serve as run_server
     from mlci.serving.sources import open_source
 
-    s = S.from_env(ctx.obj.get("params_file"))
-    params = resolve(s.params_file, [], s.state_dir)
+    s, params = context(ctx, overrides)
     source = open_source(model_dir, params.section("tracking"), s.results_dir)
     opts = Options(host=host, port=port, poll=poll, unknown_categories=unknown_categories, max_batch=max_batch,
                    max_body_bytes=max_body_bytes, cors_origins=cors_origins, access_log=access_log)

@@ -103,13 +103,18 @@ def from_env(params_file: str | os.PathLike | None = None, environ=None) -> Sett
         # Only ./params.yaml may be absent (then the built-in defaults apply): a named file must exist.
         raise UsageError(f"{params_file}: no such parameters file (--params / MLCI_PARAMS)")
     raw_dir = Path(get("RAW_DATA_DIR"))
-    if not any((env.get(v) or "").strip() for v in ("RAW_DATA_DIR", "RAW_DATA_FILE")) and \
-            not (raw_dir / DEFAULTS["RAW_DATA_FILE"]).exists() and BUNDLED_DATA.exists():
-        # Installed from a wheel, run anywhere: the bundled Adult data (the tutorial's variables win).
-        raw_dir = BUNDLED_DATA.parent
+    raw_file = get("RAW_DATA_FILE")
+    if not (env.get("RAW_DATA_FILE") or "").strip() and not (raw_dir / raw_file).exists():
+        # A project of one data file (`mlci init` makes one): that file, whatever its name.
+        only = _only_data_file(raw_dir)
+        if only is not None:
+            raw_file = only
+        elif not (env.get("RAW_DATA_DIR") or "").strip() and BUNDLED_DATA.exists():
+            # Installed from a wheel, run anywhere: the bundled Adult data (the tutorial's variables win).
+            raw_dir = BUNDLED_DATA.parent
     return Settings(
         raw_data_dir=raw_dir,
-        raw_data_file=get("RAW_DATA_FILE"),
+        raw_data_file=raw_file,
         processed_data_dir=Path(get("PROCESSED_DATA_DIR")),
         model_dir=Path(get("MODEL_DIR")),
         results_dir=Path(get("RESULTS_DIR")),
@@ -118,3 +123,12 @@ def from_env(params_file: str | os.PathLike | None = None, environ=None) -> Sett
         state_dir=Path(env.get("MLCI_STATE_DIR") or ".mlci"),
         lock_path=Path(env.get("MLCI_LOCK_FILE") or params_file.with_name("mlci.lock")),
     )
+
+
+def _only_data_file(raw_dir: Path) -> str | None:
+    """The name of the one ``*.csv`` or ``*.data`` file in ``raw_dir``, if there is exactly one."""
+    try:
+        found = [p.name for p in raw_dir.iterdir() if p.suffix.lower() in (".csv", ".data") and p.is_file()]
+    except OSError:
+        return None
+    return found[0] if len(found) == 1 else None

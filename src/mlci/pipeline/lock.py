@@ -34,8 +34,10 @@ def resolved_params(params: Resolved, st: Stage, champion: str | None = UNTRACKE
     return out
 
 
-def _hashes(paths: list[Path]) -> dict[str, str | None]:
-    return {str(p): (file_hash(p) if p.is_file() else None) for p in paths}
+def hashes(paths: list[Path], known: dict[str, str] | None = None) -> dict[str, str | None]:
+    """Each file's hash; ``known``: hashes the files will have (outputs a restore is about to write)."""
+    known = known or {}
+    return {str(p): known.get(str(p)) or (file_hash(p) if p.is_file() else None) for p in paths}
 
 
 def read_lock(path: Path) -> dict:
@@ -70,13 +72,13 @@ def stage_record(st: Stage, s: S.Settings, params: Resolved, champion: str | Non
     return {
         "code": stage_code(st),
         "params": resolved_params(params, st, champion),
-        "deps": _hashes(st.deps(s)),
-        "outs": _hashes(st.outs(s)),
+        "deps": hashes(st.deps(s)),
+        "outs": hashes(st.outs(s)),
     }
 
 
 def why_stale(st: Stage, s: S.Settings, params: Resolved, recorded: dict | None,
-              champion: str | None = UNTRACKED) -> str | None:
+              champion: str | None = UNTRACKED, known: dict[str, str] | None = None) -> str | None:
     """None when the stage is up to date; else what changed, in a few words (``mlci status`` prints it)."""
     if not recorded:
         return "never ran (no lock record)"
@@ -90,14 +92,14 @@ def why_stale(st: Stage, s: S.Settings, params: Resolved, recorded: dict | None,
             return f"the champion changed ({was.get('champion')} -> {now.get('champion')})"
         return "parameters changed: " + ", ".join(changed)
     for key, paths in (("deps", st.deps(s)), ("outs", st.outs(s))):
-        hashes, before = _hashes(paths), recorded.get(key)
+        now_hashes, before = hashes(paths, known), recorded.get(key)
         before = before if isinstance(before, dict) else {}
-        for p, h in hashes.items():
+        for p, h in now_hashes.items():
             if h is None:
                 return f"{'dependency' if key == 'deps' else 'output'} {p} is missing"
             if before.get(p) != h:
                 return f"{'dependency' if key == 'deps' else 'output'} {p} changed"
-        if set(before) != set(hashes):
+        if set(before) != set(now_hashes):
             return f"its {key} changed"
     return None
 

@@ -16,6 +16,7 @@ from mlci.config import settings as S
 from mlci.config.resolve import Resolved
 from mlci.errors import GateFailed, MlciError, UsageError, io_failure
 from mlci.fileio import remove_stale_temps
+from mlci.pipeline import cache as C
 from mlci.pipeline import lock as L
 from mlci.pipeline.table import STAGE_NAMES, STAGES, Stage, stage
 
@@ -23,7 +24,7 @@ from mlci.pipeline.table import STAGE_NAMES, STAGES, Stage, stage
 @dataclass
 class StageResult:
     name: str
-    status: str  # "ran", "cached", "failed", "not run"
+    status: str  # "ran", "cached", "restored" (from the run cache), "failed", "not run"
     seconds: float = 0.0
     error: str | None = None
     started_at: float | None = None  # epoch seconds, for a stage that ran
@@ -69,11 +70,23 @@ def producers(st: Stage, s: S.Settings) -> list[str]:
 def staleness(s: S.Settings, params: Resolved, champion=None) -> dict[str, str | None]:
     """For each stage, None if ``mlci run`` would skip it, else why it would run (``mlci status``)."""
     recorded, out = L.read_lock(s.lock_path), {}
+    restored: dict[str, str] = {}  # what the run cache would write: {path: hash}
     for st in STAGES:
-        why = L.why_stale(st, s, params, recorded.get(st.name), champion_key(champion))
-        upstream = [u for u in producers(st, s) if out.get(u)]
-        out[st.name] = why or (f"{upstream[0]} reruns and writes what it reads" if upstream else None)
+        why = L.why_stale(st, s, params, recorded.get(st.name), champion_key(champion), restored)
+        upstream = [u for u in producers(st, s) if out.get(u) and not out[u].endswith(FROM_CACHE)]
+        if upstream:
+            out[st.name] = f"{upstream[0]} reruns and writes what it reads"
+            continue
+        out[st.name] = why
+        entry = C.lookup(st, s, C.key(st, s, params, champion_key(champion), restored)) if why else None
+        if entry is not None:
+            out[st.name] = f"{why}{FROM_CACHE}"
+            restored.update(entry["outs"])
     return out
+
+
+#: How ``mlci status`` says a stale stage will be restored, not run.
+FROM_CACHE = "; its outputs for these inputs are in the run cache"
 
 
 def _context(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter):
@@ -83,8 +96,9 @@ def _context(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter
                         painter, tracking=champion is not None)
 
 
-def _call(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter) -> Any:
-    """Run one stage now and record it in the lock (a failed gate is a complete, valid result too)."""
+def _call(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter, k: str) -> Any:
+    """Run one stage now, record it in the lock and keep its outputs in the run cache under key ``k``
+    (a failed gate is a complete, valid result too)."""
     try:
         for d in {p.parent for p in st.outs(s)}:
             remove_stale_temps(d)
@@ -93,8 +107,10 @@ def _call(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter) -
             out = st.load()(_context(st, s, params, echo, champion, painter))
         except GateFailed:
             L.record(st, s, params, champion_key(champion))
+            C.save(st, s, k, None)
             raise
         L.record(st, s, params, champion_key(champion))
+        C.save(st, s, k, out)
         return out
     except OSError as e:  # a directory that is a file, no permission, a full disk: one line, not a bug
         raise io_failure(e, f"the {st.name} stage, reading or writing,") from None
@@ -129,6 +145,11 @@ def run(
                     L.why_stale(st, s, params, recorded.get(st.name), champion_key(champion)) is None:
                 run_.cached(st)
                 continue
+            k = C.key(st, s, params, champion_key(champion))
+            entry = None if (force or only) else C.lookup(st, s, k)
+            if entry is not None:  # made before from exactly these inputs: its outputs come back
+                run_.restored(st, entry, k)
+                continue
             if run_.painter is None and any(t.needs_painter for t in todo):
                 # Work to do, and a report to come: start its figure process now, before any heavy
                 # import, so that matplotlib loads while the other stages run.
@@ -136,7 +157,7 @@ def run(
 
                 run_.painter = Painter()
             ran.add(st.name)
-            run_.execute(st)
+            run_.execute(st, k)
     finally:
         if run_.painter is not None:
             run_.painter.close()
@@ -188,6 +209,10 @@ class _Run:
         res = StageResult(st.name, "cached")
         self.result.stages.append(res)
         self.tell("cached", st.name)
+        self._replay(st, res)
+
+    def _replay(self, st: Stage, res: StageResult) -> None:
+        """A stage not run now says again what it said (the gate's verdict, and its exit code)."""
         replay = st.load_replay()
         if replay is not None:
             try:
@@ -195,13 +220,25 @@ class _Run:
             except MlciError as e:
                 self.fail(res, e)
 
-    def execute(self, st: Stage) -> None:
+    def restored(self, st: Stage, entry: dict, k: str) -> None:
+        res = StageResult(st.name, "restored", output=entry.get("output"))
+        self.result.stages.append(res)
+        try:
+            C.restore(st, self.s, entry, k)
+            L.record(st, self.s, self.params, champion_key(self.champion))
+        except OSError as e:
+            self.fail(res, io_failure(e, f"the {st.name} stage, restoring from the run cache,"))
+            return
+        self.tell("restored", st.name)
+        self._replay(st, res)
+
+    def execute(self, st: Stage, k: str) -> None:
         started = time.perf_counter()
         self.tell("start", st.name)
         res = StageResult(st.name, "ran", started_at=time.time())
         self.result.stages.append(res)
         try:
-            res.output = _call(st, self.s, self.params, self.echo, self.champion, self.painter)
+            res.output = _call(st, self.s, self.params, self.echo, self.champion, self.painter, k)
         except MlciError as e:
             res.seconds = time.perf_counter() - started
             self.fail(res, e)

@@ -58,7 +58,7 @@ def record_run(
     results = {name: s.result(name) for name in
                (S.PREPROCESS_METADATA, S.TRAIN_METADATA, S.GATE_FILE, S.TEST_METADATA)}
     # Outputs of a stage that failed are the previous run's, except a gate that said no.
-    fresh = {name for name, st in statuses.items() if st in ("ran", "cached")}
+    fresh = {name for name, st in statuses.items() if st in ("ran", "cached", "restored")}
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {
         "stages": json.dumps(statuses),
@@ -78,7 +78,7 @@ def record_run(
     train = read_json_or_none(results[S.TRAIN_METADATA]) if fresh & {"train", "gate", "test"} or gate else None
     if train:
         metrics.update({k: v for k, v in train.items() if isinstance(v, (int, float)) and k != "fit_seconds"})
-    test = read_json_or_none(results[S.TEST_METADATA]) if statuses.get("test") in ("ran", "cached") else None
+    test = read_json_or_none(results[S.TEST_METADATA]) if statuses.get("test") in ("ran", "cached", "restored") else None
     if test:
         metrics.update({k: v for k, v in test.items() if isinstance(v, (int, float))})
     if error:
@@ -93,7 +93,7 @@ def record_run(
     if gate:
         current.append(s.result(S.JUNIT_FILE))
     files = {f"mlci/{p.name}": p for p in current + [s.lock_path, s.params_file]}
-    if statuses.get("report") in ("ran", "cached"):
+    if statuses.get("report") in ("ran", "cached", "restored"):
         files.update({f"report/{n}": s.result(n) for n in (S.REPORT_MD, S.REPORT_HTML, S.REPORT_JSON)})
         files.update({f"report/{S.PLOTS_DIR}/{n}.png": s.result(S.PLOTS_DIR) / f"{n}.png" for n in S.REPORT_PLOTS})
     registry.log_files(run_id, files)

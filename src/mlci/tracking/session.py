@@ -71,7 +71,7 @@ class TrackedRun:
     def finished(self, result) -> None:
         statuses = result.statuses
         if self._opening is None and result.stages and result.stages[0].status == "failed" and \
-                not any(st in ("ran", "cached") for st in statuses.values()):
+                not any(st in ("ran", "cached", "restored") for st in statuses.values()):
             # The first stage failed on its input (a missing file, say): nothing was made, so nothing is
             # recorded, and no store is created for it.
             return
