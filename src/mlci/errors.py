@@ -96,5 +96,5 @@ def io_failure(e: OSError, doing: str = "writing") -> IOFailure:
     elif e.errno in (errno.ENOTDIR, errno.EEXIST):
         hint = "a file is where a directory should be: move it or point the variable elsewhere"
     else:
-        hint = e.strerror or type(e).__name__
+        hint = e.strerror or (str(e.args[0]) if e.args else "") or type(e).__name__
     return IOFailure(f"{where}: {doing} failed: {hint}")

@@ -44,7 +44,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
 def _naming(e: OSError, target: Path) -> OSError:
     """``e`` with the file it was about: a failed write (a full disk) names no file of its own."""
     if e.filename is None:
-        return type(e)(e.errno, e.strerror, str(target))
+        e.filename = str(target)
     return e
 
 

@@ -161,3 +161,24 @@ def test_interior_blank_lines_keep_line_numbers_right(tmp_path):
     loaded = load_table(write(tmp_path, text), ADULT)
     assert list(loaded.rejects["line"]) == [4]
     assert np.array_equal(loaded.row_lines, [2, 4])
+
+
+def test_a_stray_quote_inside_a_field_keeps_rows_and_their_lines(tmp_path):
+    """`12" pipe` is text to the parser (a quote opens a field only at its start): the rows after it
+    keep their own line numbers (the quote-parity count would have swallowed them)."""
+    rows = [ROW, ROW.replace("Adm-clerical", 'Adm-12" clerical'), ROW2, ROW.replace("Male", "Robot"), ROW2]
+    loaded = load_table(write(tmp_path, HEADER + "\n" + "\n".join(rows) + "\n"), ADULT)
+    assert loaded.rows_read == 5
+    assert list(loaded.rejects["line"]) == [3, 5]
+    assert list(loaded.rejects["column"]) == ["occupation", "sex"]
+
+
+def test_init_ranges_hold_every_value_seen(tmp_path):
+    from mlci.data.infer import infer_dataset
+
+    csv = tmp_path / "places.csv"
+    csv.write_text("lat,price,y\n" + "\n".join(f"{40.712 + i * 0.0001:.4f},{10234.5 + i * 0.1:.1f},{i % 2}"
+                                                 for i in range(70)) + "\n")
+    cols = {c["name"]: c for c in infer_dataset(csv, "y")["columns"]}
+    assert cols["lat"]["min"] <= 40.712 and cols["lat"]["max"] >= 40.7189
+    assert cols["price"]["min"] <= 10234.5 and cols["price"]["max"] >= 10241.4

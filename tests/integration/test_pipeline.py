@@ -331,6 +331,13 @@ def test_a_reverted_parameter_is_restored_from_the_run_cache(workspace):
     for p, data in first.items():
         assert (workspace / p).read_bytes() == data, p
     assert cli("status", "--json").stdout.count("up to date") == 5  # the lock holds the restored state
+    # A damaged object is only a miss: the stage runs (and the cache is made whole again).
+    assert cli("run", "-S", "train.learning_rate=0.1").exit_code == 0
+    for obj in (workspace / ".mlci" / "cache" / "objects").rglob("*"):
+        if obj.is_file():
+            obj.write_bytes(b"damaged")
+    assert {st["name"]: st["status"] for st in json.loads(cli("run", "--json").stdout)["stages"]}["train"] == "ran"
+    assert cli("run", "--json", env={"MLCI_CACHE_MAX_MB": "inf"}).exit_code == 0  # "no bound" is a bound too
     # Bounded: `mlci cache gc` drops entries beyond the limit; --all empties it (a rerun refits).
     assert json.loads(cli("cache", "gc", "--all").stdout)["entries_kept"] == 0
     assert cli("run", "-S", "train.learning_rate=0.1", "--json").exit_code == 0

@@ -368,3 +368,88 @@ def test_a_run_restored_from_the_run_cache_is_the_earlier_model(tracked):
     assert summary["tracking"]["version"] == "1"  # no new registry version
     assert len(client(tracked).search_model_versions("name = 'adult-income'")) == versions
     assert runs(tracked)[0].data.tags["mlci.model_version"] == "1"
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh-store", "warm-store"])
+def test_workspaces_sharing_one_store_run_at_once(tmp_path, warm):
+    """Three workspaces, one SQLite store, `mlci run --force` in all at once: no hang, every run recorded,
+    one champion, the schema whole."""
+    import sqlite3
+
+    from conftest import populate
+
+    store = tmp_path / "shared" / "mlflow.db"
+    store.parent.mkdir()
+    env = {**{k: v for k, v in os.environ.items() if k not in ("MLCI_NO_TRACK", "MLFLOW_TRACKING_URI")},
+           "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    spaces = [populate(tmp_path / f"ws{i}") for i in range(3)]
+    if warm:
+        assert run_mlci("run", cwd=spaces[0], env={"MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"],
+                                                   "MLCI_NO_TRACK": ""}).returncode == 0
+    procs = [subprocess.Popen([sys.executable, "-m", "mlci", "run", "--force", "-S", f"train.n_estimators={300 + i}"],
+                              cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i, ws in enumerate(spaces)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    uri = f"sqlite:///{store}"
+    c = mlflow_client(uri)
+    exp = c.get_experiment_by_name("adult")
+    recorded = c.search_runs([exp.experiment_id], "tags.`mlci.command` = 'run'")
+    assert len(recorded) == 3 + warm and all(r.info.status == "FINISHED" for r in recorded)
+    assert c.get_model_version_by_alias("adult-income", "champion") is not None
+    con = sqlite3.connect(store)
+    leftovers = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp%'")]
+    con.close()
+    assert leftovers == []
+
+
+def mlflow_client(uri: str):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_a_tracking_server_that_answers_500_is_a_bounded_one_line_error(workspace):
+    """Every call answered with HTTP 500: `mlci run` gives up within its bounded retries, before any work."""
+    import http.server
+    import threading
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def _fail(self):
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error_code": "INTERNAL_ERROR", "message": "broken"}')
+
+        do_GET = do_POST = _fail
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        proc = run_mlci("run", cwd=workspace, timeout=120,
+                        env={"MLCI_NO_TRACK": "", "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{httpd.server_port}"})
+        elapsed = time.monotonic() - started
+    finally:
+        httpd.shutdown()
+    assert proc.returncode == errors.TRACKING, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert elapsed < 60 and outputs(workspace) == []
+
+
+def test_runs_filters_and_columns(tracked):
+    assert cli("run").exit_code == 0
+    assert cli("run", "-S", "train.learning_rate=0.1", "-S", GATE_FAIL).exit_code == errors.GATE_FAILED
+    table = json.loads(cli("runs", "--json", "--param", "train.learning_rate", "--metric", "test_acc").stdout)
+    assert [r["params.train.learning_rate"] for r in table] == ["0.1", "0.05"]
+    assert table[0]["metrics.test_acc"] is None and table[1]["metrics.test_acc"] > 0.85  # the failed gate: no test
+    only = json.loads(cli("runs", "--json", "--filter", "tags.`mlci.gate` = 'failed'").stdout)
+    assert [r["run_id"] for r in only] == [table[0]["run_id"]]
+    assert json.loads(cli("runs", "--json", "--status", "failed").stdout) == []
+    assert json.loads(cli("runs", "--json", "--branch", "nowhere").stdout) == []
+    bad = cli("runs", "--filter", "garbage ==")
+    assert bad.exit_code == errors.USAGE and bad.stderr.startswith("error: --filter 'garbage =='")

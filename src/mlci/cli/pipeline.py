@@ -278,7 +278,9 @@ def gc(ctx: click.Context, max_mb: float | None, everything: bool) -> None:
     """Drop the least recently used entries until the cache fits its limit."""
     from mlci.pipeline.cache import gc as collect
     from mlci.pipeline.cache import limit_bytes
+    from mlci.pipeline.workspace import workspace_lock
 
     s = S.from_env(ctx.obj.get("params_file"))
-    limit = 0 if everything else (int(max_mb * (1 << 20)) if max_mb is not None else limit_bytes())
-    click.echo(json.dumps(collect(s, limit)))
+    limit = 0 if everything else limit_bytes(max_mb)
+    with workspace_lock(s, 0.0):  # not while a run reads the cache
+        click.echo(json.dumps(collect(s, limit)))

@@ -63,9 +63,18 @@ def rollback(ctx: click.Context, reason: str) -> None:
 @click.option("-n", "--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--promotions", is_flag=True, help="Every promotion and rollback of the champion instead, oldest first.")
+@click.option("--branch", default=None, help="Only runs on this git branch.")
+@click.option("--status", type=click.Choice(["FINISHED", "FAILED", "RUNNING", "KILLED"], case_sensitive=False),
+              default=None, help="Only runs in this state.")
+@click.option("--filter", "where", default=None, metavar="EXPR",
+              help="More of MLflow's run filter, e.g. \"metrics.validation_acc > 0.87\" or \"params.train.num_leaves = '31'\".")
+@click.option("--dataset", default=None, help="Runs of another dataset's experiment (default: this project's).")
+@click.option("--param", "params", multiple=True, metavar="KEY", help="Add a parameter column, e.g. train.learning_rate.")
+@click.option("--metric", "metrics", multiple=True, metavar="KEY", help="Add a metric column, e.g. test_roc_auc.")
 @click.pass_context
 @handle_errors
-def runs(ctx: click.Context, limit: int, as_json: bool, promotions: bool) -> None:
+def runs(ctx: click.Context, limit: int, as_json: bool, promotions: bool, branch: str | None, status: str | None,
+         where: str | None, dataset: str | None, params: tuple[str, ...], metrics: tuple[str, ...]) -> None:
     """Recent tracked runs: id, commit, time, key metrics, gate verdict, promotion."""
     from mlci.tracking.runs import run_row
 
@@ -73,7 +82,27 @@ def runs(ctx: click.Context, limit: int, as_json: bool, promotions: bool) -> Non
     if promotions:
         _promotions(reg, as_json)
         return
-    rows = [run_row(r) for r in reg.runs(limit)]
+    conditions = [where] if where else []
+    if branch:
+        quote = '"' if "'" in branch else "'"
+        if quote in branch:
+            raise errors.UsageError(f"--branch {branch!r}: a name with both kinds of quote cannot be searched for")
+        conditions.append(f"tags.`mlflow.source.git.branch` = {quote}{branch}{quote}")
+    if status:
+        conditions.append(f"attributes.status = '{status.upper()}'")
+    try:
+        found = reg.runs(limit, " and ".join(conditions), experiment=dataset)
+    except Exception as e:  # noqa: BLE001 - MLflow's own words for a filter it cannot parse
+        if where and "filter" in str(e).lower():
+            raise errors.UsageError(f"--filter {where!r}: {str(e).splitlines()[0][:200]}") from None
+        raise
+    rows = []
+    for r in found:
+        row = run_row(r)
+        row.update({f"params.{k}": r.data.params.get(k) for k in params})
+        row.update({f"metrics.{k}": r.data.metrics.get(k) for k in metrics})
+        rows.append(row)
+    extra = [*(f"params.{k}" for k in params), *(f"metrics.{k}" for k in metrics)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -83,16 +112,15 @@ def runs(ctx: click.Context, limit: int, as_json: bool, promotions: bool) -> Non
     from rich.table import Table
 
     if not sys.stdout.isatty():  # a pipe: plain tab-separated lines, whole values, for cut/grep/awk
-        click.echo("\t".join(["run_id", "command", "start_time", "git_commit", "validation_acc",
-                               "validation_roc_auc", "test_acc", "gate", "model_version", "promoted", "status"]))
+        keys = ["run_id", "command", "start_time", "git_commit", "validation_acc", "validation_roc_auc", "test_acc",
+                "gate", "model_version", "promoted", "status", *extra]
+        click.echo("\t".join(keys))
         for r in rows:
-            click.echo("\t".join("" if r[k] is None else str(r[k]) for k in (
-                "run_id", "command", "start_time", "git_commit", "validation_acc", "validation_roc_auc", "test_acc",
-                "gate", "model_version", "promoted", "status")))
+            click.echo("\t".join("" if r[k] is None else str(r[k]) for k in keys))
         return
     table = Table(title=f"runs of experiment {reg.experiment!r}", title_justify="left")
     for col in ("run", "command", "started (UTC)", "commit", "val acc", "val AUC", "test acc", "gate", "model",
-                "promoted", "status"):
+                "promoted", "status", *(k.split(".", 1)[1] for k in extra)):
         table.add_column(col)
     fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
     for r in rows:
@@ -101,8 +129,14 @@ def runs(ctx: click.Context, limit: int, as_json: bool, promotions: bool) -> Non
                       r["start_time"][:19].replace("T", " "), commit, fmt(r["validation_acc"]),
                       fmt(r["validation_roc_auc"]), fmt(r["test_acc"]), r["gate"] or "",
                       f"v{r['model_version']}" if r["model_version"] else "", "yes" if r["promoted"] else "",
-                      r["status"])
+                      r["status"], *(_cell(r[k]) for k in extra))
     Console().print(table)  # the terminal's width (80 columns when not a terminal)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def _promotions(reg, as_json: bool) -> None:

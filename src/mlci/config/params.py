@@ -189,6 +189,14 @@ class TrackingParams(Strict):
     promote_branches: list[str] = Field(default_factory=lambda: ["main", "master"])
     challenger_alias: str = "challenger"
 
+    @field_validator("experiment", "model_name", "alias", "challenger_alias")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        # They go into MLflow's search filters, which quote with ' and ".
+        if v is not None and any(c in v for c in "'\"`"):
+            raise ValueError("may not contain quotes or backticks")
+        return v
+
 
 class Params(Strict):
     #: A built-in dataset name (``adult``), a path to a dataset YAML file, or an inline definition.

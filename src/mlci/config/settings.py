@@ -126,9 +126,15 @@ def from_env(params_file: str | os.PathLike | None = None, environ=None) -> Sett
 
 
 def _only_data_file(raw_dir: Path) -> str | None:
-    """The name of the one ``*.csv`` or ``*.data`` file in ``raw_dir``, if there is exactly one."""
+    """The name of the one ``*.csv`` or ``*.data`` file in ``raw_dir``; None when there is none; an
+    error naming them when there are several (which one is meant is the user's to say)."""
     try:
-        found = [p.name for p in raw_dir.iterdir() if p.suffix.lower() in (".csv", ".data") and p.is_file()]
+        found = sorted(p.name for p in raw_dir.iterdir() if p.suffix.lower() in (".csv", ".data") and p.is_file())
     except OSError:
         return None
-    return found[0] if len(found) == 1 else None
+    if len(found) > 1:
+        from mlci.errors import UsageError
+
+        raise UsageError(f"{raw_dir} holds {len(found)} data files ({', '.join(found[:5])}"
+                         f"{', ...' if len(found) > 5 else ''}) and no adult.data: set RAW_DATA_FILE to the one to use")
+    return found[0] if found else None

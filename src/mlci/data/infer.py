@@ -68,7 +68,7 @@ def infer_dataset(path: Path, target: str, name: str | None = None, positive: st
             groups[h] = AGE_BANDS
     pos, neg = _labels(path, target, text[target][~text[target].isin(markers)], positive)
     return {
-        "name": name or normalise_name(Path(path).stem) or "data",
+        "name": normalise_name(name or Path(path).stem) or "data",  # also the MLflow experiment and model
         "target": target,
         "positive_label": pos,
         "negative_label": neg,
@@ -102,7 +102,7 @@ def _column(name: str, values, rows: int) -> dict:
             low = max(0.0, low)
         if whole:
             return {"name": name, "type": "integer", "min": math.floor(low), "max": math.ceil(high)}
-        return {"name": name, "type": "numeric", "min": _round(low), "max": _round(high)}
+        return {"name": name, "type": "numeric", "min": _round(low, math.floor), "max": _round(high, math.ceil)}
     distinct = sorted(values.unique())
     if len(distinct) > MAX_CATEGORIES:
         # Nearly every row different: an identifier (a name, an id), not a feature.
@@ -110,9 +110,13 @@ def _column(name: str, values, rows: int) -> dict:
     return {"name": name, "type": "categorical", "categories": distinct}
 
 
-def _round(x: float) -> float:
-    """A readable bound: 3 significant digits."""
-    return float(f"{x:.3g}")
+def _round(x: float, direction) -> float:
+    """A readable bound, 3 significant digits, rounded outward (``direction``: ``math.floor`` for a
+    minimum, ``math.ceil`` for a maximum), so every value seen stays inside."""
+    if x == 0:
+        return 0.0
+    scale = 10 ** (math.floor(math.log10(abs(x))) - 2)
+    return float(f"{direction(x / scale) * scale:.12g}")
 
 
 def _labels(path: Path, target: str, values, positive: str | None) -> tuple[str, str]:

@@ -99,7 +99,7 @@ def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True,
 
     table = _parse(path, body, line0, names, ds.delimiter)
     table = pa.table([pc.utf8_trim_whitespace(c) for c in table.columns], names=names)
-    lines = _row_lines(body, line0)
+    lines = _row_lines(body, line0, table.num_rows)
     if has_header:
         _check_repeated_header(path, table, fields, lines)
     # Scoring output keeps the input's own header spelling.
@@ -249,19 +249,30 @@ def _diagnose(path: Path, body: bytes, line0: int, names: list[str], delimiter: 
     return None
 
 
-def _row_lines(body: bytes, line0: int) -> np.ndarray:
-    """File line number (1-based) of the first line of every row of ``body``.
+def _row_lines(body: bytes, line0: int, rows: int | None = None) -> np.ndarray:
+    """File line number (1-based) of the first line of every row of ``body`` (``rows``: how many the
+    parser found, when known).
 
     A newline inside a quoted field does not end a row: a row ends at a newline after an even
-    number of quote characters (``""``, the escaped quote, keeps the count even)."""
+    number of quote characters (``""``, the escaped quote, keeps the count even). A stray quote
+    inside an unquoted field (``12" pipe``) is text to the parser and would upset that count: then
+    the count of rows tells, and each line is a row."""
     arr = np.frombuffer(body, dtype=np.uint8)
     newlines = np.flatnonzero(arr == 10)
-    ends = newlines
     if 34 in arr:  # '"'
         quotes = np.cumsum(arr == 34)
-        ends = newlines[quotes[newlines] % 2 == 0]
-    if len(body) and body[-1:] != b"\n":
-        ends = np.append(ends, len(body))
+        lines = _line_numbers(arr, newlines, newlines[quotes[newlines] % 2 == 0], line0)
+        if rows is None or len(lines) == rows:
+            return lines
+    lines = _line_numbers(arr, newlines, newlines, line0)
+    if rows is not None and len(lines) != rows:  # neither fits: number the rows as they come
+        lines = np.resize(lines, rows) if len(lines) else np.arange(rows) + 1 + line0
+    return lines
+
+
+def _line_numbers(arr: np.ndarray, newlines: np.ndarray, ends: np.ndarray, line0: int) -> np.ndarray:
+    if len(arr) and arr[-1] != 10:
+        ends = np.append(ends, len(arr))
     starts = np.concatenate(([0], ends[:-1] + 1))
     length = ends - starts
     # A line holding only "\r" (CRLF file) is as empty as a line holding nothing.

@@ -33,18 +33,26 @@ def _root(s: S.Settings) -> Path:
     return s.state_dir / "cache"
 
 
-def limit_bytes() -> int:
-    raw = os.environ.get("MLCI_CACHE_MAX_MB", "").strip()
+def limit_bytes(mb: float | str | None = None) -> int:
+    """The cache's bound in bytes: ``mb`` MiB, else ``MLCI_CACHE_MAX_MB``, else the default (``inf``: none)."""
+    raw = os.environ.get("MLCI_CACHE_MAX_MB", "").strip() if mb is None else mb
     try:
-        return int(float(raw) * (1 << 20)) if raw else DEFAULT_LIMIT_MB << 20
-    except ValueError:
-        return DEFAULT_LIMIT_MB << 20
+        value = float(raw) if raw != "" else float(DEFAULT_LIMIT_MB)
+    except (TypeError, ValueError):
+        value = float(DEFAULT_LIMIT_MB)
+    if value != value or value < 0:  # NaN or negative: the default
+        value = float(DEFAULT_LIMIT_MB)
+    return int(min(value, 1 << 40) * (1 << 20))
 
 
 def key(st: Stage, s: S.Settings, params: Resolved, champion: str | None, known: dict[str, str] | None = None) -> str:
     """What the stage's result depends on, hashed: code, parameters, inputs (``known``: see ``L.hashes``)."""
     made_of = {"stage": st.name, "code": L.stage_code(st), "params": L.resolved_params(params, st, champion),
                "deps": L.hashes(st.deps(s), known)}
+    if st.uses_champion(params):
+        # "v3" means a model only within one store and one registered model.
+        made_of["champion_of"] = [os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db",
+                                  str(s.workdir.resolve()), params.section("tracking").get("model_name")]
     return hashlib.sha256(json.dumps(made_of, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -66,9 +74,14 @@ def lookup(st: Stage, s: S.Settings, k: str) -> dict | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("outs"), dict):
         return None
     if set(entry["outs"]) != {str(p) for p in st.outs(s)} or not all(
-            h is not None and _object(s, h).is_file() for h in entry["outs"].values()):
+            isinstance(h, str) and h.startswith("sha256:") and _object(s, h).is_file() for h in entry["outs"].values()):
         return None
     return entry
+
+
+def drop(s: S.Settings, k: str) -> None:
+    """Forget an entry (its objects go at the next collection)."""
+    _entry_path(s, k).unlink(missing_ok=True)
 
 
 def restore(st: Stage, s: S.Settings, entry: dict, k: str) -> None:
@@ -97,6 +110,8 @@ def save(st: Stage, s: S.Settings, k: str, output) -> None:
                 obj.parent.mkdir(parents=True, exist_ok=True)
                 tmp = obj.with_name(obj.name + ".tmp")
                 shutil.copyfile(p, tmp)
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
                 os.replace(tmp, obj)
             outs[str(p)] = digest
         try:
@@ -118,8 +133,9 @@ def gc(s: S.Settings, limit: int) -> dict:
     for path in runs_dir.glob("*.json") if runs_dir.is_dir() else ():
         try:
             data = json.loads(path.read_text())
-            entries.append((path.stat().st_mtime, path, set(data.get("outs", {}).values())))
-        except (OSError, ValueError, AttributeError):
+            digests = {d for d in data["outs"].values() if isinstance(d, str) and d.startswith("sha256:")}
+            entries.append((path.stat().st_mtime, path, digests))
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
             path.unlink(missing_ok=True)
     entries.sort(key=lambda e: e[0], reverse=True)  # newest first
     kept: set[str] = set()

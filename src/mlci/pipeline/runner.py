@@ -147,8 +147,7 @@ def run(
                 continue
             k = C.key(st, s, params, champion_key(champion))
             entry = None if (force or only) else C.lookup(st, s, k)
-            if entry is not None:  # made before from exactly these inputs: its outputs come back
-                run_.restored(st, entry, k)
+            if entry is not None and run_.restored(st, entry, k):  # made before from these inputs
                 continue
             if run_.painter is None and any(t.needs_painter for t in todo):
                 # Work to do, and a report to come: start its figure process now, before any heavy
@@ -220,17 +219,24 @@ class _Run:
             except MlciError as e:
                 self.fail(res, e)
 
-    def restored(self, st: Stage, entry: dict, k: str) -> None:
+    def restored(self, st: Stage, entry: dict, k: str) -> bool:
+        """Restore the stage from the run cache; False (the entry dropped) when that cannot be done:
+        a damaged or vanished object is only a miss, and the stage runs."""
+        try:
+            C.restore(st, self.s, entry, k)
+        except OSError:
+            C.drop(self.s, k)
+            return False
         res = StageResult(st.name, "restored", output=entry.get("output"))
         self.result.stages.append(res)
         try:
-            C.restore(st, self.s, entry, k)
             L.record(st, self.s, self.params, champion_key(self.champion))
         except OSError as e:
             self.fail(res, io_failure(e, f"the {st.name} stage, restoring from the run cache,"))
-            return
+            return True
         self.tell("restored", st.name)
         self._replay(st, res)
+        return True
 
     def execute(self, st: Stage, k: str) -> None:
         started = time.perf_counter()

@@ -77,7 +77,8 @@ STAGES: tuple[Stage, ...] = (
         "train", "mlci.stages.train:train",
         "Fit the model on the train split; write the model and train_metadata.json.",
         ("dataset", "train", "best", "fairness"),
-        lambda s: [s.split_path("train"), s.split_path("validation")],
+        # preprocess_metadata.json: the card carries the data's sha256, header spelling and split.
+        lambda s: [s.split_path("train"), s.split_path("validation"), s.result(S.PREPROCESS_METADATA)],
         lambda s: [s.model_path, s.model_card_path, s.result(S.TRAIN_METADATA), s.scores_path("validation")],
     ),
     Stage(

@@ -46,7 +46,9 @@ def init(data: Path, target: str, directory: Path, *, name: str | None = None, p
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init-", dir=directory.parent))
     try:
         (staging / "data" / "raw").mkdir(parents=True)
-        shutil.copyfile(data, staging / "data" / "raw" / data.name)
+        # A .csv name: with RAW_DATA_FILE unset, the one data file of data/raw is the data.
+        shutil.copyfile(data, staging / "data" / "raw" / (data.name if data.suffix.lower() in (".csv", ".data")
+                                                            else f"{data.stem}.csv"))
         (staging / "dataset.yaml").write_text(_dataset_yaml(definition, data))
         (staging / "params.yaml").write_text(_params_yaml(ds, data, baseline))
         if directory.exists():

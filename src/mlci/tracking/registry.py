@@ -344,13 +344,15 @@ class Registry:
 
     # -- history ------------------------------------------------------------------------------
 
-    def runs(self, limit: int = 20):
-        """The latest runs of mlci commands (not the stage runs nested in them, nor group parents)."""
-        exp = self.client.get_experiment_by_name(self.experiment)
+    def runs(self, limit: int = 20, where: str = "", experiment: str | None = None):
+        """The latest runs of mlci commands (not the stage runs nested in them, nor group parents);
+        ``where``: more of MLflow's search filter, AND-ed; ``experiment``: another one than this model's."""
+        exp = self.client.get_experiment_by_name(experiment or self.experiment)
         if exp is None:
             return []
-        return self.client.search_runs([exp.experiment_id], f"tags.`{T}command` != ''",
-                                       order_by=["attributes.start_time DESC"], max_results=limit)
+        query = " and ".join(filter(None, (f"tags.`{T}command` != ''", where)))
+        return self.client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"],
+                                       max_results=limit)
 
 
 def _proc_stat(pid: int) -> list[str] | None:

@@ -180,6 +180,8 @@ def mlflow_environment() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # MLflow's tqdm bar for artifact downloads would land in mlci's stderr and the server's log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's usage telemetry: network calls from CI, and a thread that changes os.environ.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def use_uri(uri: str) -> None:
