@@ -131,8 +131,12 @@ def test_best_profile_is_reproducible_across_processes(small, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(small, other, symlinks=True)
     assert cli("run", "--until", "train", *TINY).exit_code == 0
-    proc = run_mlci("run", "--until", "train", *TINY, cwd=other)
+    # In a log, progress lines come from the search process through the parent, as it works.
+    proc = run_mlci("run", "--until", "train", *TINY, cwd=other, env={"MLCI_PROGRESS_INTERVAL": "0.1"})
     assert proc.returncode == 0, proc.stderr
+    fits = [line for line in proc.stderr.splitlines() if line.startswith("train: best profile fits ")]
+    assert fits and all("/18" in line for line in fits), proc.stderr  # 3 folds x (3 families + 2 trials) + 3 refits
+    assert not any(n in proc.stdout + proc.stderr for n in ("[LightGBM]", "Warning", "%|", "Traceback"))
     a, b = load(small, "train_metadata.json"), load(other, "train_metadata.json")
     assert a["model_sha256"] == b["model_sha256"]
     assert {k: v for k, v in a.items() if k.startswith("validation_")} == {

@@ -26,16 +26,37 @@ def _tracking(command: str, s, params, enabled: bool):
     return TrackedRun(command, s, params)
 
 
-class _Display:
-    """The runner's events on stderr."""
+QUIET_HELP = "Print only results and errors: no stage lines, progress or tables."
 
-    def __init__(self, console):
-        self.console = console
+
+def _progress(console, quiet: bool):
+    """Progress for a command printing on ``console`` (``mlci.progress``): live on a terminal, a line
+    every $MLCI_PROGRESS_INTERVAL seconds (default 10) elsewhere, nothing when quiet."""
+    import os
+
+    from mlci.progress import for_console
+
+    try:
+        interval = float(os.environ.get("MLCI_PROGRESS_INTERVAL", "10"))
+    except ValueError:
+        interval = 10.0
+    return for_console(console, quiet, max(interval, 0.05))
+
+
+class _Display:
+    """The runner's events on stderr; the running stage as a ``progress`` task."""
+
+    def __init__(self, console, progress):
+        self.console, self.progress, self.running = console, progress, None
 
     def event(self, kind: str, name: str, info: dict) -> None:
         c = self.console
+        if self.running is not None and kind != "start":
+            self.running.close()
+            self.running = None
         if kind == "start":
             c.print(f"[bold]{name}[/] ...")
+            self.running = self.progress.task(name)
         elif kind == "done":
             c.print(f"[green]✓[/] {name} [dim]{info['seconds']:.1f}s[/]")
         elif kind == "cached":
@@ -50,16 +71,23 @@ class _Display:
 
 
 def _stage_command(name: str, doc: str):
-    def command(ctx: click.Context, overrides: tuple[str, ...], wait: float, no_track: bool,
+    def command(ctx: click.Context, overrides: tuple[str, ...], wait: float, no_track: bool, quiet: bool,
                 profile: str | None = None) -> None:
+        from rich.console import Console
+
         from mlci.pipeline.runner import run
         from mlci.pipeline.workspace import workspace_lock
 
         s, params = context(ctx, with_profile(overrides, profile))
+        progress = _progress(Console(stderr=True, highlight=False), quiet)
         with workspace_lock(s, wait):
             tracked = _tracking(name, s, params, not no_track)
-            result = run(s, params, only=name, echo=click.echo, observers=[tracked] if tracked else [],
-                         champion=tracked.champion if tracked else None)
+            progress.start()
+            try:
+                result = run(s, params, only=name, echo=click.echo, observers=[tracked] if tracked else [],
+                             champion=tracked.champion if tracked else None, progress=progress)
+            finally:
+                progress.stop()
         res = result.stages[0]
         if res.status == "ran" and name != "gate":
             click.echo(json.dumps(res.output, indent=2))
@@ -71,6 +99,7 @@ def _stage_command(name: str, doc: str):
     f = click.pass_context(handle_errors(command))
     if name == "train":
         f = profile_option(f)
+    f = click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)(f)
     f = click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=NO_TRACK_HELP)(f)
     f = click.option("--wait", type=float, default=0.0, show_default=True,
                      help="Seconds to wait for a busy workspace.")(f)
@@ -112,6 +141,7 @@ for _st in STAGES:
 @click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--force", is_flag=True, help="Rerun every stage, even those that are up to date.")
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON result instead.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 @click.option("--wait", type=float, default=0.0, show_default=True, help="Seconds to wait for a busy workspace.")
 @click.option("--no-track", is_flag=True, envvar="MLCI_NO_TRACK", help=NO_TRACK_HELP)
 @click.option("--until", type=click.Choice(STAGE_NAMES), default=STAGE_NAMES[-1], show_default=True,
@@ -121,7 +151,7 @@ for _st in STAGES:
 @profile_option
 @click.pass_context
 @handle_errors
-def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bool, wait: float,
+def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bool, quiet: bool, wait: float,
         no_track: bool, until: str, no_promote: bool, profile: str | None) -> None:
     """Run preprocess, train, gate, test and report, skipping stages that are up to date."""
     if no_promote:
@@ -136,11 +166,16 @@ def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bo
     s, params = context(ctx, with_profile(overrides, profile))
     err = Console(stderr=True, highlight=False)
     echo = (lambda line: err.print(line, markup=False)) if as_json else click.echo
+    progress = _progress(err, quiet or as_json)
     with workspace_lock(s, wait):
         tracked = _tracking("run", s, params, not no_track)
-        observers = [_Display(err)] + ([tracked] if tracked else [])
-        result = run_pipeline(s, params, force=force, until=until, observers=observers, echo=echo,
-                              champion=tracked.champion if tracked else None)
+        observers = ([] if quiet else [_Display(err, progress)]) + ([tracked] if tracked else [])
+        progress.start()
+        try:
+            result = run_pipeline(s, params, force=force, until=until, observers=observers, echo=echo,
+                                  champion=tracked.champion if tracked else None, progress=progress)
+        finally:
+            progress.stop()
     statuses = result.statuses
     if fresh and not any(st in ("ran", "cached", "restored") for st in statuses.values()):
         import shutil
@@ -158,7 +193,8 @@ def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bo
             if key in outputs:
                 click.echo(f"{s.result(fname)}:")
                 click.echo(json.dumps(outputs[key], indent=2))
-        _summary(err, result, outputs)
+        if not quiet:
+            _summary(err, result, outputs)
     _tracking_line(result.tracking)
     if result.exit_code:
         raise_exit(result)

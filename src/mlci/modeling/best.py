@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from mlci.config.params import BestParams, TrainParams
+from mlci.progress import NONE, Progress, Task
 
 Echo = Callable[[str], None]
 
@@ -79,8 +80,8 @@ def candidate(name: str, bp: BestParams, tp: TrainParams, n_categorical: int, n_
     raise ValueError(f"unknown candidate {name!r}")
 
 
-def oof(est, X: np.ndarray, y: np.ndarray, folds, n_categorical: int) -> np.ndarray:
-    """Out-of-fold positive-class probabilities of ``est`` for every row."""
+def oof(est, X: np.ndarray, y: np.ndarray, folds, n_categorical: int, fits: Task | None = None) -> np.ndarray:
+    """Out-of-fold positive-class probabilities of ``est`` for every row (each fold's fit advances ``fits``)."""
     from sklearn.base import clone
 
     from mlci.ensemble import fit_member
@@ -89,6 +90,8 @@ def oof(est, X: np.ndarray, y: np.ndarray, folds, n_categorical: int) -> np.ndar
     for fit_rows, held_rows in folds:
         m = fit_member(clone(est), X[fit_rows], y[fit_rows], n_categorical)
         out[held_rows] = m.predict_proba(X[held_rows])[:, 1]
+        if fits is not None:
+            fits.advance()
     return out
 
 
@@ -150,26 +153,34 @@ def _suggest(trial) -> dict:
 
 
 def search(X: np.ndarray, labels: np.ndarray, positive_label: str, n_categorical: int, tp: TrainParams,
-           bp: BestParams, echo: Echo = lambda _: None):
+           bp: BestParams, echo: Echo = lambda _: None, progress: Progress = NONE):
     """Cross-validate the candidates, tune LightGBM in what time is left, fit the ensemble.
 
     ``X`` is the encoded train split (categorical codes first), ``labels`` its target values.
     Returns the fitted ``Ensemble`` and a summary for train_metadata.json. The caller has
-    checked that the candidates' libraries are installed (``check_installed``).
+    checked that the candidates' libraries are installed (``check_installed``). Every model fitted
+    (a fold, a trial's fold, a member's refit) advances one ``progress`` task.
     """
     from sklearn.model_selection import StratifiedKFold
-
-    from mlci.ensemble import Ensemble
 
     started = time.perf_counter()
     y = (labels == positive_label).astype(np.int64)
     folds = list(StratifiedKFold(bp.folds, shuffle=True, random_state=bp.seed).split(X, y))
+    trials = bp.tuning_trials if "lightgbm" in bp.candidates else 0
+    with progress.task("train: best profile fits", total=bp.folds * (len(bp.candidates) + trials)
+                       + len(bp.candidates)) as fits:
+        return _search(X, labels, y, folds, positive_label, n_categorical, tp, bp, echo, started, fits)
+
+
+def _search(X, labels, y, folds, positive_label, n_categorical, tp, bp, echo, started, fits: Task):
+    from mlci.ensemble import Ensemble
+
     n_features = X.shape[1]
     families: dict[str, dict] = {}
 
     def cross_validate(name: str, est) -> dict:
         t = time.perf_counter()
-        p = oof(est, X, y, folds, n_categorical)
+        p = oof(est, X, y, folds, n_categorical, fits)
         seconds = time.perf_counter() - t
         out = {"estimator": est, "oof": p, "cv_seconds": seconds, "oof_log_loss": log_loss(y, p),
                "oof_roc_auc": _auc(y, p)}
@@ -189,7 +200,7 @@ def search(X: np.ndarray, labels: np.ndarray, positive_label: str, n_categorical
             # The refit costs about one fold's fit per family, times folds / (folds - 1) for the extra rows.
             refit = sum(f["cv_seconds"] for f in families.values()) / (bp.folds - 1)
             left = bp.time_budget - (time.perf_counter() - started) - refit
-            tuning = _tune(X, y, folds, n_categorical, tp, bp, left, families["lightgbm"], echo)
+            tuning = _tune(X, y, folds, n_categorical, tp, bp, left, families["lightgbm"], echo, fits)
             tuned = tuning.pop("best_family")
             if tuned is not None:  # a trial beat the train section's parameters
                 families["lightgbm"] = tuned
@@ -204,6 +215,7 @@ def search(X: np.ndarray, labels: np.ndarray, positive_label: str, n_categorical
     t = time.perf_counter()
     ensemble = Ensemble(members=members, weights=kept, threshold=threshold, n_categorical=n_categorical,
                         positive_label=positive_label).fit(X, labels)
+    fits.advance(len(members))
     refit_seconds = time.perf_counter() - t
     summary = _summary(bp, y, families, weights, p, threshold, tuning, refit_seconds, started)
     echo(f"best: ensemble of {', '.join(f'{n} {w:.2f}' for (n, _), w in zip(members, kept))}; "
@@ -239,7 +251,8 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p))
 
 
-def _tune(X, y, folds, n_categorical, tp, bp, seconds_left: float, baseline: dict, echo: Echo) -> dict:
+def _tune(X, y, folds, n_categorical, tp, bp, seconds_left: float, baseline: dict, echo: Echo,
+          fits: Task | None = None) -> dict:
     """Optuna (seeded TPE) over LightGBM's parameters, on OOF log-loss, within trials and time."""
     import logging
 
@@ -253,7 +266,7 @@ def _tune(X, y, folds, n_categorical, tp, bp, seconds_left: float, baseline: dic
         params = _suggest(trial)
         est = candidate("lightgbm", bp, tp, n_categorical, X.shape[1], tuned=params)
         t = time.perf_counter()
-        p = oof(est, X, y, folds, n_categorical)
+        p = oof(est, X, y, folds, n_categorical, fits)
         loss = log_loss(y, p)
         if loss < best["loss"]:
             best.update(loss=loss, params=params, family={
@@ -291,8 +304,8 @@ def _tune(X, y, folds, n_categorical, tp, bp, seconds_left: float, baseline: dic
 
 
 def search_in_child(*args):
-    """``search(*args)`` in a fresh process whose OpenMP runtimes sleep when idle; its progress lines
-    come back to ``echo`` as they happen.
+    """``search(*args)`` in a fresh process whose OpenMP runtimes sleep when idle; its lines come
+    back to ``echo``, its progress to ``progress`` (the last two arguments) as they happen.
 
     Two copies of libgomp end up loaded (LightGBM links the system's, XGBoost the one scikit-learn
     vendors), and by default each one's idle threads spin for a while before sleeping: on two cores
@@ -302,7 +315,8 @@ def search_in_child(*args):
     """
     import multiprocessing as mp
 
-    *rest, echo = args
+    *rest, echo, progress = args
+    tasks: dict[int, Task] = {}  # the child's tasks, by its id, as this process's ``progress`` shows them
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     # The child sets OMP_WAIT_POLICY itself: changing this process's environment while another
@@ -321,15 +335,41 @@ def search_in_child(*args):
                 raise RuntimeError(f"the best profile's search process died (exit code {proc.exitcode})") from None
             if kind == "echo":
                 echo(payload)
+            elif kind == "task":
+                key, description, total, unit = payload
+                tasks[key] = progress.task(description, total, unit)
+            elif kind == "advance":
+                key, completed = payload
+                tasks[key].advance(completed - tasks[key].completed)
+            elif kind == "done":
+                tasks.pop(payload).close()
             elif kind == "error":
                 raise payload
             else:
                 return payload
     finally:
+        for task in tasks.values():
+            task.close()
         parent.close()
         proc.join(timeout=5)
         if proc.is_alive():
             proc.kill()
+
+
+class _ToParent(Progress):
+    """The search process's progress, sent to the parent (``search_in_child``) as it happens."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def _started(self, task: Task) -> None:
+        self.conn.send(("task", (id(task), task.description, task.total, task.unit)))
+
+    def _advanced(self, task: Task) -> None:
+        self.conn.send(("advance", (id(task), task.completed)))
+
+    def _finished(self, task: Task) -> None:
+        self.conn.send(("done", id(task)))
 
 
 def _child(conn, args) -> None:
@@ -337,7 +377,7 @@ def _child(conn, args) -> None:
     # parameter classes only); LightGBM, CatBoost and XGBoost are imported by ``search``.
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
-        result = search(*args, echo=lambda line: conn.send(("echo", line)))
+        result = search(*args, echo=lambda line: conn.send(("echo", line)), progress=_ToParent(conn))
         conn.send(("result", result))
     except BaseException as e:  # noqa: BLE001  (sent to the parent, which raises it)
         try:
@@ -349,7 +389,7 @@ def _child(conn, args) -> None:
 
 
 def fit_best(frame, ds, tp: TrainParams, bp: BestParams,
-             categories: dict[str, list[str]], echo=lambda _: None):
+             categories: dict[str, list[str]], echo=lambda _: None, progress: Progress = NONE):
     """The ``best`` profile: the default profile's encoder, then an ensemble chosen by cross-validation."""
     from sklearn.pipeline import Pipeline
 
@@ -359,5 +399,5 @@ def fit_best(frame, ds, tp: TrainParams, bp: BestParams,
     enc = encoder(ds, categories)
     X = np.ascontiguousarray(enc.fit_transform(frame[[c.name for c in ds.features]]), dtype=np.float64)
     labels = np.asarray(frame[ds.target], dtype=object)
-    ensemble, summary = search_in_child(X, labels, ds.positive_label, n_categorical(ds), tp, bp, echo)
+    ensemble, summary = search_in_child(X, labels, ds.positive_label, n_categorical(ds), tp, bp, echo, progress)
     return Pipeline([("encode", enc), ("classify", ensemble)]), summary

@@ -16,6 +16,7 @@ import pandas as pd
 
 from mlci.config.params import TrainParams
 from mlci.data.dataset import DatasetDef
+from mlci.progress import NONE, Progress
 
 
 def encoder(ds: DatasetDef, categories: dict[str, list[str]]):
@@ -75,12 +76,15 @@ def build(ds: DatasetDef, tp: TrainParams, categories: dict[str, list[str]]):
     return Pipeline([("encode", encoder(ds, categories)), ("classify", classifier)])
 
 
-def fit(model, frame: pd.DataFrame, ds: DatasetDef):
-    """Fit on the feature columns of ``frame``; the categoricals come first after encoding."""
+def fit(model, frame: pd.DataFrame, ds: DatasetDef, progress: Progress = NONE):
+    """Fit on the feature columns of ``frame``; the categoricals come first after encoding. Each tree
+    grown advances a ``progress`` task (a LightGBM callback: it changes nothing in the model)."""
     y = np.asarray(frame[ds.target], dtype=object)
-    return model.fit(
-        frame[[c.name for c in ds.features]], y, classify__categorical_feature=list(range(n_categorical(ds)))
-    )
+    with progress.task("train: trees", total=model[-1].n_estimators) as trees:
+        return model.fit(
+            frame[[c.name for c in ds.features]], y, classify__categorical_feature=list(range(n_categorical(ds))),
+            classify__callbacks=[lambda _env: trees.advance()],
+        )
 
 
 def categories_of(frame: pd.DataFrame, ds: DatasetDef) -> dict[str, list[str]]:

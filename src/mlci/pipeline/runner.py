@@ -19,6 +19,7 @@ from mlci.fileio import remove_stale_temps
 from mlci.pipeline import cache as C
 from mlci.pipeline import lock as L
 from mlci.pipeline.table import STAGE_NAMES, STAGES, Stage, stage
+from mlci.progress import NONE, Progress
 
 
 @dataclass
@@ -89,14 +90,14 @@ def staleness(s: S.Settings, params: Resolved, champion=None) -> dict[str, str |
 FROM_CACHE = "; its outputs for these inputs are in the run cache"
 
 
-def _context(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter):
+def _context(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter, progress=NONE):
     from mlci.stages.context import StageContext, StageParams
 
     return StageContext(s, StageParams(params, st.params), echo, champion if st.uses_champion(params) else None,
-                        painter, tracking=champion is not None)
+                        painter, tracking=champion is not None, progress=progress)
 
 
-def _call(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter, k: str) -> Any:
+def _call(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter, k: str, progress=NONE) -> Any:
     """Run one stage now, record it in the lock and keep its outputs in the run cache under key ``k``
     (a failed gate is a complete, valid result too)."""
     try:
@@ -104,7 +105,7 @@ def _call(st: Stage, s: S.Settings, params: Resolved, echo, champion, painter, k
             remove_stale_temps(d)
         L.forget(st, s)
         try:
-            out = st.load()(_context(st, s, params, echo, champion, painter))
+            out = st.load()(_context(st, s, params, echo, champion, painter, progress))
         except GateFailed:
             L.record(st, s, params, champion_key(champion))
             C.save(st, s, k, None)
@@ -125,13 +126,15 @@ def run(
     observers: Iterable[Observer] = (),
     echo: Callable[[str], None] = print,
     champion=None,
+    progress: Progress = NONE,
 ) -> RunResult:
     """Run the stages up to ``until`` (or exactly ``only``, up to date or not), skipping up-to-date ones
-    unless ``force``. The first failure stops the run, except for stages that run after a failed gate."""
+    unless ``force``. The first failure stops the run, except for stages that run after a failed gate.
+    ``progress`` hears how far each stage's long loops got (``mlci.progress``; nothing by default)."""
     for name in (until, only):
         if name is not None and name not in STAGE_NAMES:
             raise UsageError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
-    run_ = _Run(s, params, list(observers), echo, champion)
+    run_ = _Run(s, params, list(observers), echo, champion, progress)
     todo = [stage(only)] if only else list(STAGES[: STAGE_NAMES.index(until) + 1])
     recorded, ran = L.read_lock(s.lock_path), set()
     try:
@@ -190,8 +193,9 @@ def _retire_later_outputs(s: S.Settings, params: Resolved, until: str, champion,
 class _Run:
     """One run's state: its result so far, its observers, the figure process once started."""
 
-    def __init__(self, s, params, observers, echo, champion):
+    def __init__(self, s, params, observers, echo, champion, progress):
         self.s, self.params, self.observers, self.echo, self.champion = s, params, observers, echo, champion
+        self.progress = progress
         self.result, self.painter = RunResult(), None
 
     def tell(self, kind: str, name: str, **info) -> None:
@@ -244,7 +248,7 @@ class _Run:
         res = StageResult(st.name, "ran", started_at=time.time())
         self.result.stages.append(res)
         try:
-            res.output = _call(st, self.s, self.params, self.echo, self.champion, self.painter, k)
+            res.output = _call(st, self.s, self.params, self.echo, self.champion, self.painter, k, self.progress)
         except MlciError as e:
             res.seconds = time.perf_counter() - started
             self.fail(res, e)

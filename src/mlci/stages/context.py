@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from mlci.config.settings import Settings
+from mlci.progress import NONE, Progress
 
 Echo = Callable[[str], None]
 
@@ -52,3 +53,5 @@ class StageContext:
     painter: Any = None
     #: Whether the run is tracked (without tracking there is no champion to compare with).
     tracking: bool = False
+    #: Where long inner loops (trees, folds, trials, resamples) say how far they got (``mlci.progress``).
+    progress: Progress = NONE

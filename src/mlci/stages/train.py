@@ -33,9 +33,9 @@ def train(ctx: StageContext) -> dict:
     if profile == "best":
         from mlci.modeling.best import fit_best
 
-        model, search = fit_best(tr, ds, params.train, params.best, categories_of(tr, ds), ctx.echo)
+        model, search = fit_best(tr, ds, params.train, params.best, categories_of(tr, ds), ctx.echo, ctx.progress)
     else:
-        model = fit(build(ds, params.train, categories_of(tr, ds)), tr, ds)
+        model = fit(build(ds, params.train, categories_of(tr, ds)), tr, ds, ctx.progress)
     fit_seconds = time.perf_counter() - started
     threshold = decision_threshold(model)
     proba = predict_proba(model, va[features], ds.positive_label)
