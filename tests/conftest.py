@@ -60,10 +60,10 @@ def adult_data() -> Path:
 
 
 def kaggle_csv(tmp_dir: Path) -> Path:
-    """The tutorial's Kaggle-format CSV; rebuilt from the UCI file when ../shared is absent."""
-    shared = SHARED / "adult.csv"
-    if shared.exists():
-        return shared
+    """The tutorial's Kaggle-format CSV: ../shared's, else the bundled copy, else rebuilt from the UCI file."""
+    for known in (SHARED / "adult.csv", BUNDLED / "adult.csv"):
+        if known.exists():
+            return known
     out = tmp_dir / "adult.csv"
     with open(adult_data()) as src, open(out, "w", newline="") as dst:
         w = csv.writer(dst, quoting=csv.QUOTE_NONNUMERIC)

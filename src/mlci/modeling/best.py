@@ -46,9 +46,9 @@ def check_installed(bp: BestParams) -> None:
     missing = [PACKAGES[n][1] for n in needed if find_spec(PACKAGES[n][0]) is None]
     if missing:
         raise UsageError(
-            f"the best profile needs {', '.join(missing)}, not installed here: pip install 'mlci[best]' (the "
-            "image: docker build --build-arg MLCI_EXTRAS=best), or leave them out with best.candidates / "
-            "best.tuning_trials=0")
+            f"the best profile needs {', '.join(missing)}, not installed here: pip install 'mlci[best]' (a "
+            "checkout: python3 tasks.py run --profile best; the image: docker build --build-arg MLCI_EXTRAS=best), "
+            "or leave them out with best.candidates / best.tuning_trials=0")
 
 
 def candidate(name: str, bp: BestParams, tp: TrainParams, n_categorical: int, n_features: int,
