@@ -38,6 +38,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 LOCK = ROOT / "requirements.lock"
 UV = "uv==0.13.8"
+PIP = "pip==23.2.1"  # the test environment's (the wheel test builds with it); running needs none
 
 
 def sh(*cmd: str | os.PathLike, **kw) -> None:
@@ -51,7 +52,7 @@ BEST_LOCK = ROOT / "requirements-best.lock"  # the runtime pins plus the best pr
 
 def _digest(lock: Path) -> str:
     return hashlib.sha256(
-        b"".join(p.read_bytes() for p in (lock, ROOT / "pyproject.toml", Path(__file__))) + UV.encode()
+        b"".join(p.read_bytes() for p in (lock, ROOT / "pyproject.toml", Path(__file__))) + UV.encode() + PIP.encode()
     ).hexdigest()
 
 
@@ -95,10 +96,10 @@ def setup(kind: str = "test") -> None:
     py = BIN / "python"
     if kind == "test":
         # Every module compiled ahead: with PYTHONDONTWRITEBYTECODE set (as on our CI machines) each
-        # import would otherwise compile from source in every test's process. uv goes in too: the
-        # tests run `mlflow models predict --env-manager uv` and build the wheel with it.
+        # import would otherwise compile from source in every test's process. uv and pip go in too:
+        # the tests run `mlflow models predict --env-manager uv`, and build and install the wheel.
         sh(uv(), "pip", "sync", "--compile-bytecode", "--python", py, lock, env=env)
-        sh(uv(), "pip", "install", "--python", py, UV, env=env)
+        sh(uv(), "pip", "install", "--python", py, UV, PIP, env=env)
     else:
         # Only what a run imports is compiled (the warm-up below): a third of the bytecode, 80 MB less.
         sh(uv(), "pip", "sync", "--python", py, lock, env=env)
