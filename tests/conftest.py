@@ -86,6 +86,16 @@ def workspace(tmp_path, monkeypatch):
     return populate(tmp_path)
 
 
+@pytest.fixture
+def small(workspace):
+    """The workspace with the first 6,000 rows of the data: every loop runs its full length, in seconds."""
+    raw = workspace / "data" / "raw" / "adult.data"
+    lines = raw.read_text().splitlines(True)[:6000]
+    raw.unlink()
+    raw.write_text("".join(lines))
+    return workspace
+
+
 def outputs(ws: Path) -> list[str]:
     """Every file a run may write, relative to the workspace (the raw data excluded)."""
     found = []

@@ -28,6 +28,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_answers(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    """Until ``GET url`` answers 2xx; fails with the tail of the server's ``log`` when it exits first
+    or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{url} never answered (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+
 def unavailable(reason: str):
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: this test must run; .ci/run installs PostgreSQL)")
@@ -91,17 +105,8 @@ class MlflowServer:
              "--port", str(self.port), "--workers", "2"],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(self.root / 'mlflow-server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("mlflow server did not become healthy in time")
+        wait_until_answers(f"{self.uri}/health", self.proc, self.root / "mlflow-server.log", timeout)
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

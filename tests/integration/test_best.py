@@ -26,16 +26,6 @@ def load(ws, name):
     return json.loads((ws / "results" / name).read_text())
 
 
-@pytest.fixture
-def small(workspace):
-    """The workspace with the first 6,000 rows of the data: the search's machinery, in seconds."""
-    raw = workspace / "data" / "raw" / "adult.data"
-    lines = raw.read_text().splitlines(True)[:6000]
-    raw.unlink()
-    raw.write_text("".join(lines))
-    return workspace
-
-
 def test_accuracy_threshold_is_the_brute_force_optimum():
     rng = np.random.default_rng(3)
     for n in (1, 2, 7, 200):

@@ -11,10 +11,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, kaggle_csv, run_mlci
+from servers import free_port, wait_until_answers
 
 MODEL = "models:/adult-income@champion"
 #: The best profile, made quick: every member family (so the pickle needs CatBoost, XGBoost and
@@ -107,28 +106,15 @@ def test_the_logged_model_carries_its_environment(champion):
     assert (local / "input_example.json").is_file() and (local / "artifacts" / "model.pkl").is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers_probabilities(champion):
-    port = _free_port()
+    port = free_port()
     log = champion.ws / "serve.log"
     with open(log, "w") as fh:
         server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", MODEL, "--env-manager", "local",
                                    "-h", "127.0.0.1", "-p", str(port)], env=champion.env, cwd=champion.ws,
                                   stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.5)
+        wait_until_answers(f"http://127.0.0.1:{port}/ping", server, log)
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=champion.rows.read_bytes(),
                                          headers={"Content-Type": "text/csv"})
         try:

@@ -10,21 +10,9 @@ import select
 import subprocess
 import sys
 
-import pytest
-
 from conftest import PATH_VARS, run_mlci
 
 NOISE = ("[LightGBM]", "Warning", "UserWarning", "%|", "it/s]", "Traceback")
-
-
-@pytest.fixture
-def small(workspace):
-    """The first 6,000 rows: every loop still runs its full length, in seconds."""
-    raw = workspace / "data" / "raw" / "adult.data"
-    lines = raw.read_text().splitlines(True)[:6000]
-    raw.unlink()
-    raw.write_text("".join(lines))
-    return workspace
 
 
 def in_a_terminal(args: list[str], cwd, timeout: float = 240) -> str:

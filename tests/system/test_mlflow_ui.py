@@ -10,15 +10,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, populate, run_mlci
+from servers import free_port, wait_until_answers
 
 ARTIFACTS = Path(os.environ.get("MLCI_TEST_ARTIFACTS", ROOT / ".test-artifacts"))
 BIN = Path(sys.executable).parent
@@ -42,23 +40,14 @@ def ui(tmp_path_factory):
         subprocess.run(git + args, cwd=ws, check=True)
     proc = run_mlci("run", cwd=ws, env={"MLCI_NO_TRACK": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = open(ws / "ui.log", "w")
     server = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{ws / 'mlflow.db'}",
                                "--host", "127.0.0.1", "--port", str(port)], cwd=ws, stdout=log,
                               stderr=subprocess.STDOUT, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
                               start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, (ws / "ui.log").read_text()[-3000:]
-                time.sleep(0.5)
+        wait_until_answers(f"http://127.0.0.1:{port}/health", server, ws / "ui.log", timeout=120)
         import mlflow
 
         client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")

@@ -126,3 +126,27 @@ def test_wrong_shaped_stage_records_are_dropped(tmp_path):
 def test_a_record_with_deps_of_the_wrong_shape_is_stale_not_a_crash(ws):
     s, params = ws
     assert why_stale(GATE, s, params, gate_record(s) | {"deps": [str(META)]}, None) is not None
+
+
+def test_a_file_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
+    """Staleness, the run-cache key and the lock share one read of each input; any rewrite is seen."""
+    import hashlib
+
+    from mlci import fileio
+
+    reads = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(fileio.hashlib, "file_digest", lambda fh, name: reads.append(fh.name) or real(fh, name))
+    p = tmp_path / "split.parquet"
+    p.write_bytes(b"one")
+    first = fileio.file_hash(p)
+    assert fileio.file_hash(p) == first and len(reads) == 1
+    fileio.write_bytes(p, b"two")  # our writes replace the file
+    assert fileio.file_hash(p) == fileio.bytes_hash(b"two") and len(reads) == 2
+    import os
+
+    with open(p, "r+b") as fh:  # an edit in place, same size, its time set back: the ctime still moves
+        fh.write(b"six")
+    st = os.stat(p)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+    assert fileio.file_hash(p) == fileio.bytes_hash(b"six")

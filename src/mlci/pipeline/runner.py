@@ -72,9 +72,10 @@ def staleness(s: S.Settings, params: Resolved, champion=None) -> dict[str, str |
     """For each stage, None if ``mlci run`` would skip it, else why it would run (``mlci status``)."""
     recorded, out = L.read_lock(s.lock_path), {}
     restored: dict[str, str] = {}  # what the run cache would write: {path: hash}
+    from_cache: set[str] = set()  # stages the run cache would restore (their readers need not rerun)
     for st in STAGES:
         why = L.why_stale(st, s, params, recorded.get(st.name), champion_key(champion), restored)
-        upstream = [u for u in producers(st, s) if out.get(u) and not out[u].endswith(FROM_CACHE)]
+        upstream = [u for u in producers(st, s) if out.get(u) and u not in from_cache]
         if upstream:
             out[st.name] = f"{upstream[0]} reruns and writes what it reads"
             continue
@@ -82,6 +83,7 @@ def staleness(s: S.Settings, params: Resolved, champion=None) -> dict[str, str |
         entry = C.lookup(st, s, C.key(st, s, params, champion_key(champion), restored)) if why else None
         if entry is not None:
             out[st.name] = f"{why}{FROM_CACHE}"
+            from_cache.add(st.name)
             restored.update(entry["outs"])
     return out
 

@@ -7,7 +7,9 @@ version; one that passed the gate is promoted (compare-and-set, see ``Registry.p
 
 from __future__ import annotations
 
+import hashlib
 import json
+import socket
 
 from mlci.config import settings as S
 from mlci.config.resolve import Resolved
@@ -153,9 +155,6 @@ def _register_and_promote(registry, run_id, s, gate, champion, git: dict[str, st
 
 def group_key(s: S.Settings, git: dict[str, str]) -> str:
     """What groups single-stage commands: this host (a container's own), the workspace, the commit."""
-    import hashlib
-    import socket
-
     text = "\0".join((socket.gethostname(), str(s.workdir.resolve()), git.get("git_commit", "")))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
