@@ -20,6 +20,7 @@ TRACKING = 8  # the tracking server or registry is unreachable or inconsistent
 SERVE = 9  # `mlci serve` cannot listen on the address (in use, not permitted)
 STATE = 10  # a file mlci wrote earlier is damaged (not JSON, truncated, does not unpickle, wrong shape)
 IO = 11  # a file or directory cannot be read or written (permissions, a full disk, a file for a directory)
+MONITOR_FAILED = 12  # `mlci monitor`: the batch drifted or the model's performance dropped (a rule failed)
 PIPE_CLOSED = 141  # the reader of stdout went away (128 + SIGPIPE, as a shell reports a killed pipeline)
 
 EXIT_CODES = {
@@ -36,6 +37,8 @@ EXIT_CODES = {
     SERVE: "`mlci serve` cannot listen on the requested address (in use or not permitted)",
     STATE: "a file mlci wrote earlier is damaged; the message names it and how to recover",
     IO: "a file or directory cannot be read or written (permissions, a full disk, a file where a directory should be)",
+    MONITOR_FAILED: "`mlci monitor`: a monitoring rule failed (a feature or the predictions drifted, or "
+                    "performance dropped); the report was written",
     PIPE_CLOSED: "the reader of mlci's output closed the pipe (e.g. `| head`); the work itself was done",
 }
 
@@ -64,6 +67,16 @@ class RejectLimitError(MlciError):
 
 class GateFailed(MlciError):
     exit_code = GATE_FAILED
+
+
+class MonitorFailed(MlciError):
+    """A monitoring rule failed; ``summary`` is what ``mlci monitor --json`` prints (the report was written)."""
+
+    exit_code = MONITOR_FAILED
+
+    def __init__(self, message: str, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary or {}
 
 
 class PrerequisiteError(MlciError):

@@ -5,6 +5,6 @@ Importing this package loads click and rich's names only: no pandas, scikit-lear
 """
 
 from mlci.cli.app import main
-from mlci.cli import exitcodes, pipeline, registry, serve  # noqa: F401  (they add their commands to main)
+from mlci.cli import exitcodes, monitor, pipeline, registry, serve  # noqa: F401  (they add their commands to main)
 
 __all__ = ["main"]

@@ -166,6 +166,32 @@ class ReportParams(Strict):
     permutation_rows: int = Field(500, ge=50)
 
 
+class MonitorParams(Strict):
+    """``mlci monitor``: when a batch of records no longer looks like the training data."""
+
+    #: A feature (or the predictions) drifts when its population stability index reaches this
+    #: (0.1: the usual "moderate shift") and its two-sample test rejects at ``p_value``.
+    psi_threshold: float = Field(0.1, gt=0)
+    p_value: float = Field(0.01, gt=0, lt=1)
+    #: A metric fails when even the top of its live 95 % interval (or the estimate, without labels)
+    #: is more than this below its validation figure.
+    max_drop: dict[str, float] = Field(default_factory=lambda: {"acc": 0.02, "roc_auc": 0.02})
+    #: Bootstrap resamples behind the live intervals, and the seed of every sample.
+    bootstrap_resamples: int = Field(1000, ge=0)
+    seed: int = 0
+
+    @field_validator("max_drop")
+    @classmethod
+    def _known_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        known = {"acc", "roc_auc", "precision", "recall", "f1"}
+        unknown = sorted(set(v) - known)
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        if any(not 0 <= x < 1 for x in v.values()):
+            raise ValueError("each drop must be in [0, 1)")
+        return v
+
+
 class TrackingParams(Strict):
     """MLflow: where runs go and which registered model the pipeline promotes.
 
@@ -209,6 +235,7 @@ class Params(Strict):
     fairness: FairnessParams = FairnessParams()
     report: ReportParams = ReportParams()
     tracking: TrackingParams = TrackingParams()
+    monitor: MonitorParams = MonitorParams()
 
     def section(self, name: str) -> Any:
         """A JSON-able view of one section, as recorded in the lock file."""

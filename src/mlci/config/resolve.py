@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from mlci.fileio import file_hash, write_json
 
-SECTIONS = ("dataset", "split", "preprocess", "train", "best", "gate", "fairness", "report", "tracking")
+SECTIONS = ("dataset", "split", "preprocess", "train", "best", "gate", "fairness", "report", "tracking", "monitor")
 
 
 def code_hash() -> str:

@@ -40,6 +40,7 @@ REPORT_PLOTS = ("roc", "pr", "calibration", "confusion", "importance")  # plots/
 REJECTS_FILE = "rejects.csv"
 MODEL_FILE = "model.pkl"  # the fitted sklearn Pipeline, pickled (MLflow's sklearn flavour reads it as is)
 MODEL_CARD = "model.json"
+REFERENCE_PROFILE = "reference.json"  # what the training data looked like (mlci.monitoring.profile)
 SPLITS = ("train", "validation", "test")
 
 
@@ -75,6 +76,10 @@ class Settings:
     @property
     def model_card_path(self) -> Path:
         return self.model_dir / MODEL_CARD
+
+    @property
+    def reference_path(self) -> Path:
+        return self.model_dir / REFERENCE_PROFILE
 
     def result(self, name: str) -> Path:
         return self.results_dir / name

@@ -69,8 +69,9 @@ class Loaded:
 
 
 def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True,
-               unknown_categories: str = "reject") -> Loaded:
-    """Load and validate ``path``. With ``require_target=False`` (scoring) the label is optional and ignored.
+               unknown_categories: str = "reject", keep_target: bool = False) -> Loaded:
+    """Load and validate ``path``. With ``require_target=False`` (scoring) the label is optional and ignored
+    (``keep_target``: kept and validated when the file has it, as monitoring a labelled batch wants).
 
     ``unknown_categories="missing"`` (scoring): a value outside a column's declared categories is kept
     as missing, as the model treats it, and counted, instead of rejecting the row."""
@@ -105,7 +106,7 @@ def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True,
     # Scoring output keeps the input's own header spelling.
     raw = table.rename_columns(fields) if has_header else table
     spelling = dict(zip(names, fields)) if has_header else {}
-    if not require_target and ds.target in names:
+    if not require_target and ds.target in names and not keep_target:
         table = table.drop_columns([ds.target])
         names = [n for n in names if n != ds.target]
 

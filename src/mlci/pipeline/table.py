@@ -79,7 +79,9 @@ STAGES: tuple[Stage, ...] = (
         ("dataset", "train", "best", "fairness"),
         # preprocess_metadata.json: the card carries the data's sha256, header spelling and split.
         lambda s: [s.split_path("train"), s.split_path("validation"), s.result(S.PREPROCESS_METADATA)],
-        lambda s: [s.model_path, s.model_card_path, s.result(S.TRAIN_METADATA), s.scores_path("validation")],
+        lambda s: [s.model_path, s.model_card_path, s.result(S.TRAIN_METADATA), s.scores_path("validation"),
+                   s.reference_path],
+        extra_code=("mlci.monitoring.profile",),
     ),
     Stage(
         "gate", "mlci.stages.gate:gate",

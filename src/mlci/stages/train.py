@@ -52,6 +52,12 @@ def train(ctx: StageContext) -> dict:
     card = model_card(ctx, ds, file_hash(s.model_path), threshold, input_example(va, ds))
     write_json(s.model_card_path, card)
     write_scores(s.scores_path("validation"), y_va, proba, card["sha256"])
+    # What the training data and the validation predictions looked like: `mlci monitor` and the
+    # server compare incoming records with it (bounded in size whatever the rows).
+    from mlci.monitoring.profile import build as reference_profile
+
+    write_json(s.reference_path, reference_profile(tr, ds, y_va, proba, threshold, metrics, card["sha256"],
+                                                   seed=params.train.seed))
     meta = {f"validation_{k}": v for k, v in metrics.items()}
     meta.update(gaps)
     meta.update(

@@ -69,6 +69,7 @@ def log_model(client, run_id: str, model_file: Path, card: dict) -> str:
         # Only the modules: the package folder also links the bundled data (4 MB) and dataset files.
         shutil.copytree(Path(mlci.__file__).parent, code, ignore=_modules_only)
         example = pd.DataFrame(card["input_example"]) if card.get("input_example") else None
+        reference = model_file.with_name("reference.json")
         run = client.get_run(run_id)
         # Created here, in the run's experiment (``Model.log`` would use the fluent API's current one),
         # with the run's parameters; ``Model.log`` links the run's metrics to it.
@@ -81,7 +82,9 @@ def log_model(client, run_id: str, model_file: Path, card: dict) -> str:
             flavor=mlflow.pyfunc,
             run_id=run_id,
             python_model=MlciModel(),
-            artifacts={MODEL: str(model_file), CARD: str(card_file)},
+            # The reference profile too (models trained before mlci made one have none).
+            artifacts={MODEL: str(model_file), CARD: str(card_file),
+                       **({"reference": str(reference)} if reference.is_file() else {})},
             code_paths=[str(code)],
             signature=ModelSignature(inputs=inputs, outputs=outputs),
             input_example=example,
