@@ -164,6 +164,9 @@ class ReportParams(Strict):
     #: Permutation importance: shuffles per feature, on a sample of validation rows.
     permutation_repeats: int = Field(3, ge=0)
     permutation_rows: int = Field(500, ge=50)
+    #: The ROC, PR and calibration curves are drawn from at most this many rows of their split (a
+    #: seeded sample, each class its share); the legends' areas and the confusion matrix use every row.
+    figure_rows: int = Field(200_000, ge=1000)
 
 
 class MonitorParams(Strict):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,24 +82,37 @@ def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True,
     if b"\r" in data and b"\n" not in data:
         data = data.replace(b"\r", b"\n")  # old Mac line endings: CR alone
     start, line0 = _data_start(data)
-    body = data[start:]
-    _check_line_lengths(path, body, line0)
-    first_end = body.find(b"\n")
-    first = (body if first_end < 0 else body[:first_end]).decode("utf-8").rstrip("\r")
+    # Views, not slices, of the file's bytes from here on: a slice of a large file is a copy of it.
+    body = memoryview(data)[start:]
+    newlines = _positions(body, 10)  # every line end, found once
+    _check_line_lengths(path, len(body), newlines, line0)
+    first_end = int(newlines[0]) if len(newlines) else -1
+    first = bytes(body if first_end < 0 else body[:first_end]).decode("utf-8").rstrip("\r")
     if not first.strip():
         raise DataError(f"{path}: file is empty (no header and no data rows)")
     fields = _split_line(first, ds.delimiter)
     names, has_header = _columns(path, line0, fields, ds, require_target)
 
     if has_header:
-        body = b"" if first_end < 0 else body[first_end + 1 :]
+        body = body[len(body):] if first_end < 0 else body[first_end + 1 :]
+        newlines = newlines[1:] - (first_end + 1)
         line0 += 1
-    if not body.strip():
+    if _blank(body):
         raise DataError(f"{path}: header only, no data rows")
 
     table = _parse(path, body, line0, names, ds.delimiter)
-    table = pa.table([pc.utf8_trim_whitespace(c) for c in table.columns], names=names)
-    lines = _row_lines(body, line0, table.num_rows)
+    lines = _row_lines(body, line0, table.num_rows, newlines)
+    ascii_only = data.isascii()
+    del body, data, newlines  # the file's bytes: not needed past the parse
+    # Fields lose their surrounding blanks (UCI's ", "), one column at a time so that only one
+    # column is held twice; pure ASCII (the usual case) trims at twice the speed of UTF-8.
+    trim = pc.ascii_trim_whitespace if ascii_only else pc.utf8_trim_whitespace
+    columns = table.columns
+    del table
+    for i, column in enumerate(columns):
+        columns[i] = trim(column)
+    table = pa.table(columns, names=names)
+    del columns
     if has_header:
         _check_repeated_header(path, table, fields, lines)
     # Scoring output keeps the input's own header spelling.
@@ -140,9 +152,22 @@ def _read_bytes(path: Path) -> bytes:
         data = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror}") from None
-    if not data.strip():
+    if _blank(data):
         raise DataError(f"{path}: file is empty")
     return data
+
+
+def _blank(data) -> bool:
+    """Whether ``data`` holds only ASCII whitespace (``not data.strip()`` without copying it)."""
+    return re.search(rb"\S", data) is None
+
+
+def _positions(data, byte: int, block: int = 1 << 24) -> np.ndarray:
+    """Offsets of every ``byte`` in ``data``, found a block at a time (a whole-file comparison would
+    hold a byte-sized mask of the file)."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    found = [np.flatnonzero(arr[i:i + block] == byte) + i for i in range(0, len(arr), block)]
+    return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
 
 def _decode(path: Path, data: bytes, encoding: str) -> bytes:
@@ -219,10 +244,10 @@ def _columns(
     )
 
 
-def _parse(path: Path, body: bytes, line0: int, names: list[str], delimiter: str) -> pa.Table:
+def _parse(path: Path, body, line0: int, names: list[str], delimiter: str) -> pa.Table:
     try:
         return pacsv.read_csv(
-            io.BytesIO(body),
+            pa.BufferReader(pa.py_buffer(body)),  # the bytes as they are: no copy
             read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=True),
             convert_options=pacsv.ConvertOptions(
@@ -235,9 +260,9 @@ def _parse(path: Path, body: bytes, line0: int, names: list[str], delimiter: str
         raise DataError(_diagnose(path, body, line0, names, delimiter) or f"{path}: cannot parse: {e}") from None
 
 
-def _diagnose(path: Path, body: bytes, line0: int, names: list[str], delimiter: str) -> str | None:
+def _diagnose(path: Path, body, line0: int, names: list[str], delimiter: str) -> str | None:
     """The slow path: find the first line whose field count is wrong, for the error message."""
-    text = body.decode("utf-8", errors="replace")
+    text = bytes(body).decode("utf-8", errors="replace")
     for offset, line in enumerate(text.split("\n"), start=1):
         if not line.strip("\r"):
             continue
@@ -250,7 +275,7 @@ def _diagnose(path: Path, body: bytes, line0: int, names: list[str], delimiter: 
     return None
 
 
-def _row_lines(body: bytes, line0: int, rows: int | None = None) -> np.ndarray:
+def _row_lines(body, line0: int, rows: int | None = None, newlines: np.ndarray | None = None) -> np.ndarray:
     """File line number (1-based) of the first line of every row of ``body`` (``rows``: how many the
     parser found, when known).
 
@@ -259,10 +284,11 @@ def _row_lines(body: bytes, line0: int, rows: int | None = None) -> np.ndarray:
     inside an unquoted field (``12" pipe``) is text to the parser and would upset that count: then
     the count of rows tells, and each line is a row."""
     arr = np.frombuffer(body, dtype=np.uint8)
-    newlines = np.flatnonzero(arr == 10)
-    if 34 in arr:  # '"'
-        quotes = np.cumsum(arr == 34)
-        lines = _line_numbers(arr, newlines, newlines[quotes[newlines] % 2 == 0], line0)
+    newlines = _positions(body, 10) if newlines is None else newlines
+    quotes = _positions(body, 34)  # '"'
+    if len(quotes):
+        before = np.searchsorted(quotes, newlines)  # quote characters before each newline
+        lines = _line_numbers(arr, newlines, newlines[before % 2 == 0], line0)
         if rows is None or len(lines) == rows:
             return lines
     lines = _line_numbers(arr, newlines, newlines, line0)
@@ -282,11 +308,11 @@ def _line_numbers(arr: np.ndarray, newlines: np.ndarray, ends: np.ndarray, line0
     return np.searchsorted(newlines, starts[~empty]) + 1 + line0
 
 
-def _check_line_lengths(path: Path, body: bytes, line0: int) -> None:
+def _check_line_lengths(path: Path, size: int, newlines: np.ndarray, line0: int) -> None:
     """A line longer than :data:`MAX_LINE` is named here (the parser's blocks and Python's csv
-    module would otherwise fail on it without saying where)."""
-    arr = np.frombuffer(body, dtype=np.uint8)
-    bounds = np.concatenate(([-1], np.flatnonzero(arr == 10), [len(arr)]))
+    module would otherwise fail on it without saying where). ``newlines``: their offsets in the
+    ``size`` bytes."""
+    bounds = np.concatenate(([-1], newlines, [size]))
     lengths = np.diff(bounds) - 1
     longest = int(np.argmax(lengths)) if len(lengths) else 0
     if len(lengths) and lengths[longest] > MAX_LINE:
@@ -340,8 +366,7 @@ def _validate(
             columns[name] = values
 
     valid = reason < 0
-    frame = pd.DataFrame({k: columns[k] for k in keep if k in columns})
-    frame = frame[keep if ds.target in names else [k for k in keep if k != ds.target]]
+    frame = pd.DataFrame({k: columns.pop(k) for k in keep if k in columns})  # in ``keep``'s order
     if not valid.all():
         frame = frame.loc[valid].reset_index(drop=True)
     bad = np.flatnonzero(~valid)

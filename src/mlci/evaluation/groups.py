@@ -35,6 +35,17 @@ def band_labels(edges: list[float]) -> list[str]:
 def group_of(frame: pd.DataFrame, column: str, edges: list[float] | None) -> pd.Series:
     """The group label of every row (strings, ordered categories for bands)."""
     values = frame[column]
+    if edges is None and isinstance(values.dtype, pd.CategoricalDtype):
+        # The splits' categoricals: relabel the categories that occur (codes counted once), not
+        # every row's value as a string; the same groups in the same (sorted) order as below.
+        codes = values.cat.codes.to_numpy()
+        seen = np.bincount(codes + 1, minlength=len(values.cat.categories) + 1) > 0  # slot 0: missing
+        labels = np.array([MISSING, *map(str, values.cat.categories)], dtype=object)[seen]
+        order = np.argsort(labels, kind="stable")
+        new_code = np.full(len(seen), -1)
+        new_code[np.flatnonzero(seen)[order]] = np.arange(len(labels))
+        return pd.Series(pd.Categorical.from_codes(new_code[codes + 1], categories=labels[order]),
+                         index=values.index, name=column)
     if edges is None:
         out = values.astype("string").fillna(MISSING)
         return out.astype("category")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlci.config.settings import PLOTS_DIR
+from mlci.config.settings import PLOTS_DIR, REPORT_PLOTS
 from mlci.timestamps import utc_now
 
 
@@ -46,12 +46,14 @@ def build(inp: ReportInputs, rp, groups: dict, min_group_size: int, champion=Non
 
     # The numeric work (permutation: LightGBM; bootstrap: numpy) mostly releases the GIL, so it
     # runs in one thread while this one prepares the figures and the painter's process draws them.
-    # One thread, importance first: the last figure waits for it (a second thread measured slower:
-    # three busy threads on two cores).
+    # One thread (a second thread measured slower: three busy threads on two cores): the figures'
+    # split first (the ROC and PR legends show its exact ROC-AUC and average precision), then
+    # importance (the last figure waits for it), then the other split.
     pool = ThreadPoolExecutor(max_workers=1)
-    importance_job = pool.submit(_importance, model, frames["validation"], ys["validation"], card, rp)
     threshold = decision_threshold(model)
-    metrics_jobs = {k: pool.submit(_metrics, ys[k], probas[k], rp, threshold) for k in frames}
+    metrics_jobs = {split: pool.submit(_metrics, ys[split], probas[split], rp, threshold)}
+    importance_job = pool.submit(_importance, model, frames["validation"], ys["validation"], card, rp)
+    metrics_jobs.update({k: pool.submit(_metrics, ys[k], probas[k], rp, threshold) for k in frames if k != split})
 
     content: dict = {
         "generated_at": utc_now(),
@@ -72,13 +74,13 @@ def build(inp: ReportInputs, rp, groups: dict, min_group_size: int, champion=Non
     champ_probas = _compare(content, champion, card, frames, ys)
     y, p = ys[split], probas[split]
     matrix = _groups_and_confusion(content, frames[split], y, p >= threshold, ds, groups, min_group_size)
-    _figures(painter, content, y, p, champ_probas.get(split), matrix)
+    _figures(painter, content, y, p, champ_probas.get(split), matrix, rp, metrics_jobs[split])
     content["importance"] = importance_job.result()
     _importance_figure(painter, content["importance"])
-    content["metrics"] = {k: job.result() for k, job in metrics_jobs.items()}
+    content["metrics"] = {k: metrics_jobs[k].result() for k in frames}
     pool.shutdown()
     pngs = painter.results()
-    content["plots"] = {name.removesuffix(".png"): f"{PLOTS_DIR}/{name}" for name in pngs}
+    content["plots"] = {name: f"{PLOTS_DIR}/{name}.png" for name in REPORT_PLOTS if f"{name}.png" in pngs}
     return content, pngs
 
 
@@ -185,24 +187,50 @@ def permutation(model, frame, y, features, positive_label, rp) -> tuple[np.ndarr
     return drops.mean(axis=1), drops.std(axis=1)
 
 
-def _figures(painter, content: dict, y, p, champ_p, matrix) -> None:
+def sample_rows(y: np.ndarray, limit: int, seed: int) -> np.ndarray | None:
+    """Sorted positions of a seeded sample of at most ``limit`` rows in which each class keeps its
+    share (and at least one row); None when every row fits."""
+    n = len(y)
+    if n <= limit:
+        return None
+    rng = np.random.default_rng(seed)
+    parts = []
+    for label in (True, False):
+        rows = np.flatnonzero(y == label)
+        parts.append(rng.choice(rows, size=min(len(rows), max(1, round(limit * len(rows) / n))), replace=False))
+    return np.sort(np.concatenate(parts))
+
+
+def _figures(painter, content: dict, y, p, champ_p, matrix, rp, split_metrics) -> None:
+    """The ROC, PR, calibration and confusion figures. The curves are drawn from at most
+    ``report.figure_rows`` rows (a seeded sample, each class its share): a curve of 200,000 rows
+    is drawn at 400 points and moves by well under a line's width from one sample to another;
+    the areas in the legends and the confusion matrix are exact, on every row."""
     from sklearn.calibration import calibration_curve
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
 
     split = content["figures_split"]
-    models = [("candidate", p)] + ([(f"champion v{content['champion']['version']}", champ_p)] if champ_p is not None
-                                   else [])
-    roc_curves, pr_curves = [], []
-    for label, proba in models:
-        fpr, tpr, _ = roc_curve(y, proba)
-        roc_curves.append((label, fpr, tpr, roc_auc_score(y, proba)))
-        precision, recall, _ = precision_recall_curve(y, proba)
-        pr_curves.append((label, recall, precision, average_precision_score(y, proba)))
-    observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
-    painter.draw("roc.png", "plots.roc", roc_curves, split)
-    painter.draw("pr.png", "plots.pr", pr_curves, float(y.mean()), split)
+    rows = sample_rows(y, rp.figure_rows, rp.seed)
+    content["figure_rows"] = {"rows": len(y) if rows is None else len(rows), "of": len(y)}
+    pick = (lambda a: a) if rows is None else (lambda a: np.asarray(a)[rows])
+    ys = pick(y)
+    observed, predicted = calibration_curve(ys, pick(p), n_bins=10, strategy="quantile")
     painter.draw("calibration.png", "plots.calibration", predicted, observed, split)
     painter.draw("confusion.png", "plots.confusion", np.asarray(matrix), content["confusion"]["labels"], split)
+    exact = {"candidate": split_metrics.result()}
+    models = [("candidate", p)]
+    if champ_p is not None:
+        label = f"champion v{content['champion']['version']}"
+        models.append((label, champ_p))
+        exact[label] = {k: {"value": v} for k, v in content["champion"]["metrics"][split].items()}
+    roc_curves, pr_curves = [], []
+    for label, proba in models:
+        fpr, tpr, _ = roc_curve(ys, pick(proba))
+        roc_curves.append((label, fpr, tpr, exact[label]["roc_auc"]["value"]))
+        precision, recall, _ = precision_recall_curve(ys, pick(proba))
+        pr_curves.append((label, recall, precision, exact[label]["pr_auc"]["value"]))
+    painter.draw("roc.png", "plots.roc", roc_curves, split)
+    painter.draw("pr.png", "plots.pr", pr_curves, float(y.mean()), split)
 
 
 def _importance_figure(painter, imp: list[dict]) -> None:

@@ -90,7 +90,11 @@ def _champion(c: dict) -> list[tuple]:
 
 
 def _figures(c: dict) -> list[tuple]:
-    return [("h", 2, f"Figures ({c['figures_split']} split)")] + [
+    used = c.get("figure_rows") or {}
+    note = [("p", f"ROC, precision-recall and calibration curves from a seeded sample of {used['rows']:,} of "
+                  f"{used['of']:,} rows (report.figure_rows); the areas in their legends and the confusion "
+                  "matrix count every row.")] if used and used["rows"] < used["of"] else []
+    return [("h", 2, f"Figures ({c['figures_split']} split)")] + note + [
         ("img", key, caption) for key, caption in FIGURES.items() if key in c.get("plots", {})]
 
 

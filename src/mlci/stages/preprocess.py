@@ -15,6 +15,7 @@ def preprocess(ctx: StageContext) -> dict:
     s, params = ctx.settings, ctx.params
     ds = params.dataset_def(s.params_file.parent)
     loaded = load_table(s.raw_path, ds)
+    loaded.raw = None  # every field as read, kept for scoring output: here only memory
     share = loaded.rows_rejected / loaded.rows_read
     limit = params.preprocess.max_reject_share
     if share > limit:
@@ -26,8 +27,12 @@ def preprocess(ctx: StageContext) -> dict:
         ctx.echo(f"{loaded.rows_rejected} rows rejected ({share:.2%}), see {s.rejects_path}")
 
     frame = loaded.frame
+    missing = {k: int(v) for k, v in frame.isna().sum().items() if v}
+    rows_valid = len(frame)
     sp = params.split
     splits = split_frame(frame, ds.target, sp.validation, sp.test, sp.seed, str(s.raw_path))
+    del frame
+    loaded.frame = None  # the splits hold the rows now
     for name, part in splits.items():
         write_parquet(part.reset_index(drop=True), s.split_path(name))
     write_csv(loaded.rejects, s.rejects_path)
@@ -37,7 +42,7 @@ def preprocess(ctx: StageContext) -> dict:
         "format": "header" if loaded.has_header else "no header (UCI)",
         "header_names": loaded.spelling,
         "rows_read": loaded.rows_read,
-        "rows_valid": len(frame),
+        "rows_valid": rows_valid,
         "rows_rejected": loaded.rows_rejected,
         "reject_share": round(share, 6),
         "reject_reasons": loaded.reject_reasons,
@@ -46,7 +51,7 @@ def preprocess(ctx: StageContext) -> dict:
         "positive_share": {
             name: round(float((part[ds.target] == ds.positive_label).mean()), 6) for name, part in splits.items()
         },
-        "missing_values": {k: int(v) for k, v in frame.isna().sum().items() if v},
+        "missing_values": missing,
     }
     write_json(s.result(S.PREPROCESS_METADATA), meta)
     return meta

@@ -110,7 +110,9 @@ def model_card(ctx: StageContext, ds, model_sha: str, threshold: float, example:
 
 def input_example(frame, ds, n: int = 3) -> list[dict]:
     """The first ``n`` complete records of ``frame``, typed as pandas reads them from a CSV."""
-    rows = frame[[c.name for c in ds.features]].dropna().head(n)
+    frame = frame[[c.name for c in ds.features]]
+    rows = frame.iloc[:1000].dropna()  # the first complete rows are nearly always near the top
+    rows = (rows if len(rows) >= n else frame.dropna()).head(n)
     cast = {"integer": int, "numeric": float, "categorical": str}
     return [{c.name: cast[c.type](row[c.name]) for c in ds.features} for _, row in rows.iterrows()]
 
