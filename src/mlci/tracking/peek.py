@@ -69,6 +69,7 @@ def _sqlite_runs(db: Path, experiment: str, limit: int, branch: str | None, stat
         return []  # no store yet: no runs (and none is created, as MLflow's client would)
     con = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
     try:
+        con.execute("BEGIN")  # one snapshot for all the reads below, while a run may be writing
         schema = [r[0] for r in con.execute("SELECT version_num FROM alembic_version")]
         if len(schema) != 1 or schema[0] not in LISTING_SCHEMAS:
             return UNKNOWN
