@@ -13,6 +13,7 @@
     python3 tasks.py bench-best       # the default and best profiles side by side (bench/best.py)
     python3 tasks.py bench-split      # the row-hash split against a stratified split (bench/split.py)
     python3 tasks.py bench-scale      # the whole pipeline vs its floor at 1x, 10x, 100x rows (bench/scale.py)
+    python3 tasks.py bench-cli        # how fast runs, diff, promote and rollback answer (bench/cli_latency.py)
     python3 tasks.py lock     # re-pin requirements.lock from pyproject.toml
 
 Set-up creates ``.venv`` and installs exactly the versions pinned in
@@ -159,6 +160,8 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "python"), "bench/split.py", *rest])
     if task == "bench-scale":
         return subprocess.call([str(BIN / "python"), "bench/scale.py", *rest])
+    if task == "bench-cli":
+        return subprocess.call([str(BIN / "python"), "bench/cli_latency.py", *rest])
     if task == "bench-serve":
         return subprocess.call([str(BIN / "python"), "bench/serve.py", *rest])
     print(f"unknown task {task!r}\n{__doc__}", file=sys.stderr)

@@ -441,6 +441,60 @@ def test_a_tracking_server_that_answers_500_is_a_bounded_one_line_error(workspac
     assert elapsed < 60 and outputs(workspace) == []
 
 
+def test_runs_reads_sqlite_as_mlflow_lists_it(tracked):
+    """`mlci runs` on a SQLite store reads it directly (``peek.runs``, no MLflow import): the same runs
+    in the same order with the same tags, params and metrics as MLflow's search_runs, for each
+    condition it answers; a deleted run is gone from both; a schema it was not checked on is MLflow's."""
+    from mlci.tracking import peek
+
+    assert cli("run").exit_code == 0
+    assert cli("run", "-S", "train.learning_rate=0.1", "-S", GATE_FAIL,
+               env={"MLCI_BRANCH": "feature"}).exit_code == errors.GATE_FAILED
+    assert cli("gate").exit_code == 0  # a single-stage command, nested in a group parent
+    assert cli("run", "-S", "train.n_estimators=390").exit_code == 0
+    uri, c = f"sqlite:///{tracked / 'mlflow.db'}", client(tracked)
+    exp = c.get_experiment_by_name("adult").experiment_id
+    c.delete_run(runs(tracked)[-1].info.run_id)
+
+    def shape(found):
+        return [(r.info.run_id, r.info.start_time, r.info.status, r.data.tags, r.data.params, r.data.metrics)
+                for r in found]
+
+    cases = [(20, None, None), (2, None, None), (20, "feature", None), (20, None, "FINISHED"), (20, None, "FAILED")]
+    for limit, branch, status in cases:
+        where = " and ".join(["tags.`mlci.command` != ''",
+                              *([f"tags.`mlflow.source.git.branch` = '{branch}'"] if branch else []),
+                              *([f"attributes.status = '{status}'"] if status else [])])
+        theirs = c.search_runs([exp], where, order_by=["attributes.start_time DESC"], max_results=limit)
+        ours = peek.runs(uri, "adult", limit, branch, status)
+        assert ours is not peek.UNKNOWN, "MLflow's schema changed: check peek.runs against it, then add it to LISTING_SCHEMAS"
+        assert shape(ours) == shape(theirs), (limit, branch, status)
+    assert len(shape(peek.runs(uri, "adult", 20))) == 3 and len(shape(peek.runs(uri, "adult", 20, "feature"))) == 1
+    assert peek.runs(uri, "no-such-experiment", 20) == []
+    # The command takes that path: its JSON is run_row of MLflow's own answer, and no MLflow is imported.
+    from mlci.tracking.runs import run_row
+
+    code = ("import sys, runpy; sys.argv = ['mlci', 'runs', '--json']\n"
+            "try:\n    runpy.run_module('mlci', run_name='__main__')\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('mlflow', 'pandas', 'sqlalchemy')]\n"
+            "assert not bad, bad[:5]\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tracked, capture_output=True, text=True,
+                          env={**os.environ, "MLCI_NO_TRACK": ""})
+    assert proc.returncode == 0, proc.stderr
+    listed = c.search_runs([exp], "tags.`mlci.command` != ''", order_by=["attributes.start_time DESC"])
+    assert json.loads(proc.stdout) == [run_row(r) for r in listed]
+    # Another schema revision: not read.
+    other = tracked / "other.db"
+    shutil.copy(tracked / "mlflow.db", other)
+    import sqlite3
+
+    con = sqlite3.connect(other)
+    con.execute("UPDATE alembic_version SET version_num = 'not-checked'")
+    con.commit()
+    con.close()
+    assert peek.runs(f"sqlite:///{other}", "adult", 20) is peek.UNKNOWN
+
+
 def test_runs_filters_and_columns(tracked):
     assert cli("run").exit_code == 0
     assert cli("run", "-S", "train.learning_rate=0.1", "-S", GATE_FAIL).exit_code == errors.GATE_FAILED

@@ -11,16 +11,23 @@ from mlci.cli.app import epilog, handle_errors, main
 from mlci.config import settings as S
 
 
-def _registry(ctx: click.Context):
+def _store(ctx: click.Context):
+    """Settings, the tracking URI (checked reachable) and the tracking parameters; no MLflow import."""
     from mlci.config.resolve import resolve
-    from mlci.tracking.registry import Registry
     from mlci.tracking.store import check_reachable, tracking_uri
 
     s = S.from_env(ctx.obj.get("params_file"))
     params = resolve(s.params_file, [], s.state_dir)
     uri = tracking_uri()
     check_reachable(uri)
-    return s, Registry(uri, params.section("tracking"))
+    return s, uri, params.section("tracking")
+
+
+def _registry(ctx: click.Context):
+    from mlci.tracking.registry import Registry
+
+    s, uri, tracking = _store(ctx)
+    return s, Registry(uri, tracking)
 
 
 @main.command(epilog=epilog())
@@ -60,7 +67,8 @@ def rollback(ctx: click.Context, reason: str) -> None:
 
 
 @main.command(epilog=epilog())
-@click.option("-n", "--limit", type=int, default=20, show_default=True)
+@click.option("-n", "--limit", type=click.IntRange(1, 50000), default=20, show_default=True,
+              help="At most this many runs (MLflow's bound: 50000).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--promotions", is_flag=True, help="Every promotion and rollback of the champion instead, oldest first.")
 @click.option("--branch", default=None, help="Only runs on this git branch.")
@@ -76,12 +84,12 @@ def rollback(ctx: click.Context, reason: str) -> None:
 def runs(ctx: click.Context, limit: int, as_json: bool, promotions: bool, branch: str | None, status: str | None,
          where: str | None, dataset: str | None, params: tuple[str, ...], metrics: tuple[str, ...]) -> None:
     """Recent tracked runs: id, commit, time, key metrics, gate verdict, promotion."""
+    from mlci.tracking import peek
     from mlci.tracking.runs import run_row
 
-    s, reg = _registry(ctx)
-    if promotions:
-        _promotions(reg, as_json)
-        return
+    s, uri, tracking = _store(ctx)
+    experiment = dataset or tracking["experiment"]
+    status = status.upper() if status else None
     conditions = [where] if where else []
     if branch:
         quote = '"' if "'" in branch else "'"
@@ -89,13 +97,23 @@ def runs(ctx: click.Context, limit: int, as_json: bool, promotions: bool, branch
             raise errors.UsageError(f"--branch {branch!r}: a name with both kinds of quote cannot be searched for")
         conditions.append(f"tags.`mlflow.source.git.branch` = {quote}{branch}{quote}")
     if status:
-        conditions.append(f"attributes.status = '{status.upper()}'")
-    try:
-        found = reg.runs(limit, " and ".join(conditions), experiment=dataset)
-    except Exception as e:  # noqa: BLE001 - MLflow's own words for a filter it cannot parse
-        if where and "filter" in str(e).lower():
-            raise errors.UsageError(f"--filter {where!r}: {str(e).splitlines()[0][:200]}") from None
-        raise
+        conditions.append(f"attributes.status = '{status}'")
+    # The listing without MLflow's start-up where a read-only look at a SQLite store answers it;
+    # a --filter is MLflow's grammar, so MLflow's client reads it.
+    found = peek.UNKNOWN if promotions or where else peek.runs(uri, experiment, limit, branch, status)
+    if found is peek.UNKNOWN:
+        from mlci.tracking.registry import Registry
+
+        reg = Registry(uri, tracking)
+        if promotions:
+            _promotions(reg, as_json)
+            return
+        try:
+            found = reg.runs(limit, " and ".join(conditions), experiment=dataset)
+        except Exception as e:  # noqa: BLE001 - MLflow's own words for a filter it cannot parse
+            if where and "filter" in str(e).lower():
+                raise errors.UsageError(f"--filter {where!r}: {str(e).splitlines()[0][:200]}") from None
+            raise
     rows = []
     for r in found:
         row = run_row(r)
@@ -118,7 +136,7 @@ def runs(ctx: click.Context, limit: int, as_json: bool, promotions: bool, branch
         for r in rows:
             click.echo("\t".join("" if r[k] is None else str(r[k]) for k in keys))
         return
-    table = Table(title=f"runs of experiment {reg.experiment!r}", title_justify="left")
+    table = Table(title=f"runs of experiment {experiment!r}", title_justify="left")
     for col in ("run", "command", "started (UTC)", "commit", "val acc", "val AUC", "test acc", "gate", "model",
                 "promoted", "status", *(k.split(".", 1)[1] for k in extra)):
         table.add_column(col)

@@ -219,10 +219,10 @@ class Registry:
         except MlflowException:
             return None
 
-    def fetch(self, version: str, dst: Path | None = None) -> Path:
+    def fetch(self, version: str, dst: Path | None = None, mv=None) -> Path:
         """Download a version's model.pkl (into ``dst``, else a new temporary directory); check its sha256
-        against the registry's tag; return its path."""
-        mv = self.version(version)
+        against the registry's tag; return its path. ``mv``: the version's ModelVersion, when already read."""
+        mv = mv or self.version(version)
         expected = mv.tags.get(T + "model_sha256")
         where = f"{self.name} v{mv.version}"
         use_uri(self.uri)  # downloads resolve `models:/` URIs with the fluent API's URIs
@@ -254,8 +254,9 @@ class Registry:
 
     def load(self, version: str):
         """A version's model, loaded only after its sha256 matched (a pickle is code)."""
-        expected = self.version(version).tags.get(T + "model_sha256")
-        return unpickle_verified(self.fetch(version).read_bytes(), expected,
+        mv = self.version(version)
+        expected = mv.tags.get(T + "model_sha256")
+        return unpickle_verified(self.fetch(version, mv=mv).read_bytes(), expected,
                                  _mismatch(expected, f"{self.name} v{version}"))
 
     def tag_version(self, version: str, tags: dict[str, str]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from mlci.errors import PrerequisiteError
 from mlci.timestamps import iso_from_ms
 from mlci.tracking.registry import Registry
-from mlci.tracking.store import T, commit_of
+from mlci.tracking.store import GIT_COMMIT, T, commit_of
 
 
 def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | None = None):
@@ -27,12 +27,12 @@ def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | N
         except MlflowException:
             raise PrerequisiteError(f"{registry.name} has no {alias} yet") from None
         return client.get_run(mv.run_id), f"{alias} (v{mv.version})"
-    runs = registry.runs(limit=500)
+    # Each kind of reference asks the store for the few runs that can match, not for every run.
     if ref == "latest":
-        pipeline_runs = [r for r in runs if r.data.tags.get(T + "command") == "run"] or runs
-        if not pipeline_runs:
+        found = registry.runs(1, f"tags.`{T}command` = 'run'") or registry.runs(1)
+        if not found:
             raise PrerequisiteError(f"no runs in experiment {registry.experiment!r} yet")
-        return pipeline_runs[0], f"latest ({pipeline_runs[0].info.run_id[:8]})"
+        return found[0], f"latest ({found[0].info.run_id[:8]})"
     version = _version_ref(ref)
     if version is not None:
         try:
@@ -40,11 +40,13 @@ def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | N
         except Exception:  # noqa: BLE001
             raise PrerequisiteError(f"{registry.name} has no version {version}") from None
         return client.get_run(mv.run_id), f"v{version}"
-    matches = [r for r in runs if r.info.run_id.startswith(ref.lower())] if len(ref) >= 4 else []
+    prefix = ref.lower()
+    is_prefix = len(ref) >= 4 and all(c in "0123456789abcdef" for c in prefix)  # run ids are hex
+    matches = registry.runs(2, f"attributes.run_id LIKE '{prefix}%'") if is_prefix else []
     if len(matches) == 1:
         return matches[0], ref[:8]
     if len(matches) > 1:
-        raise PrerequisiteError(f"run id prefix {ref!r} is ambiguous ({len(matches)} runs): give more characters")
+        raise PrerequisiteError(f"run id prefix {ref!r} is ambiguous (2 or more runs): give more characters")
     if ref.isdigit():  # a number that is no run id prefix: a version
         try:
             mv = registry.version(ref)
@@ -56,9 +58,11 @@ def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | N
                                 text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         raise PrerequisiteError(f"{ref!r} is not a run id, a model version or a git revision") from None
-    for r in runs:
-        if commit_of(r.data.tags) == commit:
-            return r, f"{ref} ({commit[:7]})"
+    # MLflow's commit tag, else mlci's own on runs recorded before it (which carry no MLflow tag).
+    found = registry.runs(1, f"tags.`{GIT_COMMIT}` = '{commit}'") or [
+        r for r in registry.runs(50, f"tags.`{T}git_commit` = '{commit}'") if commit_of(r.data.tags) == commit]
+    if found:
+        return found[0], f"{ref} ({commit[:7]})"
     raise PrerequisiteError(f"no tracked run at git revision {ref} ({commit[:7]})")
 
 
