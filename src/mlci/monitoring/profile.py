@@ -41,7 +41,12 @@ def numeric_counts(values: np.ndarray, edges: list[float]) -> list[int]:
 
 def category_counts(values: pd.Series, keep: list[str] | None = None) -> dict[str, int]:
     """Counts per category (missing apart); with ``keep``, others are summed under ``OTHER``."""
-    counts = values.astype(object).dropna().astype(str).value_counts()
+    if isinstance(values.dtype, pd.CategoricalDtype):  # counted on the codes: no string per row
+        counts = values.value_counts()
+        counts = counts[counts > 0]
+        counts.index = counts.index.astype(str)
+    else:
+        counts = values.astype(object).dropna().astype(str).value_counts()
     if keep is None:
         return {str(k): int(v) for k, v in counts.items()}
     out = {k: int(counts.get(k, 0)) for k in keep}
@@ -73,9 +78,11 @@ def build(train: pd.DataFrame, ds, y_validation: np.ndarray, proba_validation: n
         v = train[col.name]
         missing = float(v.isna().mean()) if len(v) else 0.0
         if col.type == "categorical":
-            counts = category_counts(v)
+            counts = category_counts(v)  # once: the kept ones and the rest both come from it
             keep = sorted(counts, key=lambda k: (-counts[k], k))[:MAX_CATEGORIES]
-            features[col.name] = {"type": "categorical", "counts": category_counts(v, keep), "missing": missing}
+            kept = {k: counts[k] for k in keep}
+            kept[OTHER] = sum(counts.values()) - sum(kept.values())
+            features[col.name] = {"type": "categorical", "counts": kept, "missing": missing}
         else:
             x = pd.to_numeric(v, errors="coerce").to_numpy(dtype=float)
             edges = numeric_edges(x)
