@@ -73,3 +73,21 @@ def test_fit_makes_the_model_pipeline_fit_makes(adult):
     x = frame[[c.name for c in ds.features]]
     np.testing.assert_array_equal(predict_proba(ours, x, ds.positive_label),
                                   theirs.predict_proba(x)[:, list(theirs.classes_).index(ds.positive_label)])
+
+
+def test_a_dataset_without_categoricals_fits_and_encodes(adult):
+    """No categorical column: the encoder's empty selection is never fitted (it has no
+    ``categories_``); encode and fit must pass over it, as ``ColumnTransformer`` does."""
+    ds, frame = adult
+    numeric = ds.model_copy(update={
+        "columns": [c for c in ds.columns if c.type != "categorical" or c.name == ds.target],
+        "groups": {}, "drop": [d for d in ds.drop if ds.columns and d not in
+                                 {c.name for c in ds.columns if c.type == "categorical"}]})
+    assert n_categorical(numeric) == 0
+    x = frame[[c.name for c in numeric.features]]
+    enc = fitted_encoder(numeric, frame)
+    np.testing.assert_array_equal(encode(enc, x), enc.transform(x))
+    tp = TrainParams(n_estimators=10)
+    ours = fit(build(numeric, tp, {}), frame, numeric)
+    theirs = build(numeric, tp, {}).fit(x, np.asarray(frame[numeric.target], dtype=object))
+    assert to_bytes(ours) == to_bytes(theirs)

@@ -114,8 +114,8 @@ def encode(enc, frame: pd.DataFrame) -> np.ndarray | None:
         return None
     blocks = []
     for _, step, cols in enc.transformers_:
-        if isinstance(step, str) and step == "drop":
-            continue
+        if (isinstance(step, str) and step == "drop") or len(cols) == 0:
+            continue  # an empty selection's transformer is never fitted (no categoricals, say)
         if any(not isinstance(c, str) or c not in frame.columns for c in cols):
             return None
         if isinstance(step, OrdinalEncoder):
