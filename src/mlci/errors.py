@@ -21,6 +21,7 @@ SERVE = 9  # `mlci serve` cannot listen on the address (in use, not permitted)
 STATE = 10  # a file mlci wrote earlier is damaged (not JSON, truncated, does not unpickle, wrong shape)
 IO = 11  # a file or directory cannot be read or written (permissions, a full disk, a file for a directory)
 MONITOR_FAILED = 12  # `mlci monitor`: the batch drifted or the model's performance dropped (a rule failed)
+CLUSTER = 13  # engine dask: the scheduler is unreachable, a worker was lost, or a step overran its timeout
 PIPE_CLOSED = 141  # the reader of stdout went away (128 + SIGPIPE, as a shell reports a killed pipeline)
 
 EXIT_CODES = {
@@ -39,6 +40,8 @@ EXIT_CODES = {
     IO: "a file or directory cannot be read or written (permissions, a full disk, a file where a directory should be)",
     MONITOR_FAILED: "`mlci monitor`: a monitoring rule failed (a feature or the predictions drifted, or "
                     "performance dropped); the report was written",
+    CLUSTER: "engine dask: the Dask scheduler is unreachable, a worker was lost mid-step, or a step overran its "
+             "timeout (dask.*_timeout); nothing half-written was kept",
     PIPE_CLOSED: "the reader of mlci's output closed the pipe (e.g. `| head`); the work itself was done",
 }
 
@@ -77,6 +80,10 @@ class MonitorFailed(MlciError):
     def __init__(self, message: str, summary: dict | None = None):
         super().__init__(message)
         self.summary = summary or {}
+
+
+class ClusterError(MlciError):
+    exit_code = CLUSTER
 
 
 class PrerequisiteError(MlciError):

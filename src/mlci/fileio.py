@@ -126,6 +126,18 @@ def file_hash(path: Path) -> str:
         return known
 
 
+def path_hash(path: Path) -> str | None:
+    """A file's hash; a directory's (a partitioned Parquet output): the hash of its files' names and
+    hashes, in name order; None when there is neither."""
+    if path.is_file():
+        return file_hash(path)
+    if not path.is_dir():
+        return None
+    members = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(TMP_PREFIX))
+    listing = "\n".join(f"{p.relative_to(path).as_posix()} {file_hash(p)}" for p in members)
+    return "sha256-dir:" + hashlib.sha256(listing.encode()).hexdigest()
+
+
 def bytes_hash(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

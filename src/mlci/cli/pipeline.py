@@ -148,14 +148,18 @@ for _st in STAGES:
               help="Stop after this stage (e.g. `test`: the tutorial's pipeline, no report).")
 @click.option("--no-promote", is_flag=True,
               help="Record and register, but never move the champion (same as -S tracking.promote=false).")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default=None,
+              help="Where the stages run (same as -S engine=...; dask: README, \"At scale\").")
 @profile_option
 @click.pass_context
 @handle_errors
 def run(ctx: click.Context, overrides: tuple[str, ...], force: bool, as_json: bool, quiet: bool, wait: float,
-        no_track: bool, until: str, no_promote: bool, profile: str | None) -> None:
+        no_track: bool, until: str, no_promote: bool, engine: str | None, profile: str | None) -> None:
     """Run preprocess, train, gate, test and report, skipping stages that are up to date."""
     if no_promote:
         overrides = (*overrides, "tracking.promote=false")
+    if engine:
+        overrides = (*overrides, f"engine={engine}")
     from rich.console import Console
 
     from mlci.fileio import read_json

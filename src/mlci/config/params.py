@@ -195,6 +195,23 @@ class MonitorParams(Strict):
         return v
 
 
+class DaskParams(Strict):
+    """``engine: dask``: how mlci uses the cluster (where it is comes from Dask's own configuration:
+    ``DASK_SCHEDULER_ADDRESS`` or ``distributed.scheduler-address``; a LocalCluster when unset).
+    Operational settings: none of them changes a result, so none is in the lock."""
+
+    #: Bytes of CSV per partition (Parquet: one partition per file).
+    blocksize: int = Field(64 << 20, ge=1 << 20)
+    #: Seconds to reach the scheduler before failing (exit 13).
+    connect_timeout: float = Field(20.0, gt=0)
+    #: Seconds any one distributed step (reading, a fit, scoring) may take before it fails (exit 13).
+    step_timeout: float = Field(3600.0, gt=0)
+    #: A LocalCluster's workers when no scheduler is configured (0: one per core, one thread each).
+    local_workers: int = Field(0, ge=0)
+    #: A LocalCluster's memory limit per worker ("4GB"; "auto": the machine's memory shared out).
+    local_memory_limit: str = "auto"
+
+
 class TrackingParams(Strict):
     """MLflow: where runs go and which registered model the pipeline promotes.
 
@@ -239,6 +256,9 @@ class Params(Strict):
     report: ReportParams = ReportParams()
     tracking: TrackingParams = TrackingParams()
     monitor: MonitorParams = MonitorParams()
+    #: Where the stages run: ``local`` (this process) or ``dask`` (a Dask cluster: README, "At scale").
+    engine: Literal["local", "dask"] = "local"
+    dask: DaskParams = DaskParams()
 
     def section(self, name: str) -> Any:
         """A JSON-able view of one section, as recorded in the lock file."""

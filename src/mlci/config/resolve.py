@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from mlci.fileio import file_hash, write_json
 
-SECTIONS = ("dataset", "split", "preprocess", "train", "best", "gate", "fairness", "report", "tracking", "monitor")
+SECTIONS = ("dataset", "split", "preprocess", "train", "best", "gate", "fairness", "report", "tracking", "monitor", "engine",
+            "dask")
 
 
 def code_hash() -> str:

@@ -57,10 +57,21 @@ class Settings:
     state_dir: Path
     #: The lock file of hashes; MLCI_LOCK_FILE, default next to params.yaml like dvc.lock.
     lock_path: Path
+    #: The raw data on object storage (RAW_DATA_DIR or RAW_DATA_FILE a URL: ``s3://bucket/raw``).
+    raw_url: str | None = None
 
     @property
     def raw_path(self) -> Path:
         return self.raw_data_dir / self.raw_data_file
+
+    @property
+    def raw_source(self) -> Path | str:
+        """The raw data: a file (a Path), or for the Dask engine a directory, a glob or a URL of
+        files (a str: ``mlci.data.sources`` lists them, the lock records their fingerprint)."""
+        if self.raw_url:
+            return self.raw_url
+        p = self.raw_path
+        return str(p) if set("*?[") & set(str(p)) or p.is_dir() else p
 
     def split_path(self, split: str) -> Path:
         return self.processed_data_dir / f"{split}.parquet"
@@ -109,7 +120,13 @@ def from_env(params_file: str | os.PathLike | None = None, environ=None) -> Sett
         raise UsageError(f"{params_file}: no such parameters file (--params / MLCI_PARAMS)")
     raw_dir = Path(get("RAW_DATA_DIR"))
     raw_file = get("RAW_DATA_FILE")
-    if not (env.get("RAW_DATA_FILE") or "").strip() and not (raw_dir / raw_file).exists():
+    raw_url = None
+    given_file = (env.get("RAW_DATA_FILE") or "").strip()
+    if "://" in get("RAW_DATA_DIR") or "://" in given_file:
+        # Object storage (the Dask engine): RAW_DATA_FILE, if set, names files under the directory.
+        raw_url = given_file if "://" in given_file else \
+            get("RAW_DATA_DIR").rstrip("/") + (f"/{given_file}" if given_file else "")
+    elif not given_file and not (raw_dir / raw_file).exists():
         # A project of one data file (`mlci init` makes one): that file, whatever its name.
         only = _only_data_file(raw_dir)
         if only is not None:
@@ -127,6 +144,7 @@ def from_env(params_file: str | os.PathLike | None = None, environ=None) -> Sett
         workdir=workdir,
         state_dir=Path(env.get("MLCI_STATE_DIR") or ".mlci"),
         lock_path=Path(env.get("MLCI_LOCK_FILE") or params_file.with_name("mlci.lock")),
+        raw_url=raw_url,
     )
 
 

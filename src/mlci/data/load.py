@@ -75,7 +75,14 @@ def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True,
     ``unknown_categories="missing"`` (scoring): a value outside a column's declared categories is kept
     as missing, as the model treats it, and counted, instead of rejecting the row."""
     path = Path(path)
-    data = _read_bytes(path)
+    return load_bytes(_read_bytes(path), path, ds, require_target=require_target,
+                      unknown_categories=unknown_categories, keep_target=keep_target)
+
+
+def load_bytes(data: bytes, path, ds: DatasetDef, *, require_target: bool = True,
+               unknown_categories: str = "reject", keep_target: bool = False) -> Loaded:
+    """:func:`load_table` on a file's bytes (or a part of one: the Dask engine's blocks, each with the
+    file's header line in front); ``path`` names them in errors."""
     sha = bytes_hash(data)
     data = _decode(path, data, ds.encoding)
 
@@ -140,6 +147,24 @@ def load_table(path: Path, ds: DatasetDef, *, require_target: bool = True,
     )
 
 
+def load_arrow(table: pa.Table, path, ds: DatasetDef) -> Loaded:
+    """The same validation for a table read from a Parquet file (the Dask engine's Parquet input):
+    its columns are checked as a header line would be, its values as the CSV's text (a row's
+    "line" is its row number in the file, from 1)."""
+    fields = list(table.column_names)
+    names, _ = _columns(path, 0, fields, ds, True)  # errors say "line 1 (header)": the column names
+    filler = pa.scalar(ds.missing_values[0] if ds.missing_values else "", pa.string())
+    columns = []
+    for column in table.columns:
+        text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+        columns.append(pc.utf8_trim_whitespace(pc.fill_null(text, filler)))
+    table = pa.table(columns, names=names)
+    lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
+    frame, rejects, reasons, valid = _validate(table, names, ds, lines)
+    return Loaded(frame=frame, rejects=rejects, rows_read=table.num_rows, has_header=True, sha256="",
+                  reject_reasons=reasons, row_lines=lines, valid=valid, spelling=dict(zip(names, fields)))
+
+
 # -- structure ------------------------------------------------------------------------------
 
 
@@ -155,6 +180,20 @@ def _read_bytes(path: Path) -> bytes:
     if _blank(data):
         raise DataError(f"{path}: file is empty")
     return data
+
+
+def header_line(sample: bytes, ds: DatasetDef, path) -> bytes | None:
+    """The header line of a file that starts with ``sample`` (its first bytes, at least one whole
+    line), None for a file without one (UCI's): what each of its parts but the first needs in front."""
+    sample = _decode(path, sample, ds.encoding)
+    start, line0 = _data_start(sample)
+    end = sample.find(b"\n", start)
+    first = sample[start:] if end < 0 else sample[start:end]
+    text = first.decode("utf-8").rstrip("\r")
+    if not text.strip():
+        return None
+    _, has_header = _columns(path, line0, _split_line(text, ds.delimiter), ds, True)
+    return first.rstrip(b"\r") if has_header else None
 
 
 def _blank(data) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlci.config import settings as S
 from mlci.config.resolve import Resolved
-from mlci.fileio import file_hash, write_bytes
+from mlci.fileio import path_hash, write_bytes
 from mlci.codehash import code_hash
 from mlci.pipeline.table import STAGE_NAMES, Stage
 
@@ -34,10 +34,20 @@ def resolved_params(params: Resolved, st: Stage, champion: str | None = UNTRACKE
     return out
 
 
-def hashes(paths: list[Path], known: dict[str, str] | None = None) -> dict[str, str | None]:
-    """Each file's hash; ``known``: hashes the files will have (outputs a restore is about to write)."""
+def hashes(paths: list[Path | str], known: dict[str, str] | None = None) -> dict[str, str | None]:
+    """Each file's (or partitioned directory's) hash; ``known``: hashes the files will have (outputs a
+    restore is about to write). A ``str`` is a data source of the Dask engine (a URL, a glob or a
+    directory of files): its fingerprint (``mlci.data.sources``)."""
     known = known or {}
-    return {str(p): known.get(str(p)) or (file_hash(p) if p.is_file() else None) for p in paths}
+    out = {}
+    for p in paths:
+        if isinstance(p, str):
+            from mlci.data.sources import fingerprint
+
+            out[p] = fingerprint(p)
+        else:
+            out[str(p)] = known.get(str(p)) or path_hash(p)
+    return out
 
 
 def read_lock(path: Path) -> dict:

@@ -69,14 +69,14 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "preprocess", "mlci.stages.preprocess:preprocess",
         "Load and validate the raw CSV; write train/validation/test Parquet splits.",
-        ("dataset", "split", "preprocess"),
-        lambda s: [s.raw_path],
+        ("dataset", "split", "preprocess", "engine"),
+        lambda s: [s.raw_source],
         lambda s: [*(s.split_path(x) for x in S.SPLITS), s.rejects_path, s.result(S.PREPROCESS_METADATA)],
     ),
     Stage(
         "train", "mlci.stages.train:train",
         "Fit the model on the train split; write the model and train_metadata.json.",
-        ("dataset", "train", "best", "fairness"),
+        ("dataset", "train", "best", "fairness", "engine"),
         # preprocess_metadata.json: the card carries the data's sha256, header spelling and split.
         lambda s: [s.split_path("train"), s.split_path("validation"), s.result(S.PREPROCESS_METADATA)],
         lambda s: [s.model_path, s.model_card_path, s.result(S.TRAIN_METADATA), s.scores_path("validation"),
@@ -96,7 +96,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "test", "mlci.stages.test:test",
         "Score the test split (only after a passing gate); write test_metadata.json.",
-        (),
+        ("engine",),
         # Not gate.json: a verdict re-evaluated against a new champion does not change the test's answer
         # (the stage itself refuses to run unless the gate passed for this very model).
         lambda s: [s.model_path, s.model_card_path, s.split_path("test")],
@@ -105,7 +105,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "report", "mlci.stages.report:report",
         "Write report.md, report.html (self-contained), report.json and plots/ to RESULTS_DIR.",
-        ("fairness", "report"),
+        ("fairness", "report", "engine"),
         lambda s: [s.model_path, s.model_card_path, s.split_path("validation"), s.split_path("test"),
                    *(s.result(n) for n in (S.PREPROCESS_METADATA, S.TRAIN_METADATA, S.GATE_FILE, S.TEST_METADATA)),
                    s.scores_path("validation"), s.scores_path("test")],

@@ -33,7 +33,8 @@ class StageParams:
     def __getattr__(self, name: str):
         from mlci.config.resolve import SECTIONS
 
-        if name in SECTIONS and name not in self._sections:
+        # ``dask`` is operational (timeouts, partition size): any stage may read it, the lock never records it.
+        if name in SECTIONS and name not in self._sections and name != "dask":
             raise AttributeError(f"this stage did not declare the parameter section {name!r}")
         return getattr(self._resolved.model, name)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mlci.config import settings as S
 from mlci.data.load import describe_rejects, load_table
 from mlci.data.split import SCHEME, split_frame
-from mlci.errors import RejectLimitError
+from mlci.errors import RejectLimitError, UsageError
 from mlci.fileio import write_json
 from mlci.stages.context import StageContext
 from mlci.stages.io import write_csv, write_parquet
@@ -13,6 +13,13 @@ from mlci.stages.io import write_csv, write_parquet
 
 def preprocess(ctx: StageContext) -> dict:
     s, params = ctx.settings, ctx.params
+    if params.engine == "dask":
+        from mlci.cluster.preprocess import preprocess as on_cluster
+
+        return on_cluster(ctx)
+    if isinstance(s.raw_source, str):
+        raise UsageError(f"{s.raw_source}: a directory, a glob or a URL of files is read by the Dask engine "
+                         "(-S engine=dask, README \"At scale\"); the local engine reads one file")
     ds = params.dataset_def(s.params_file.parent)
     loaded = load_table(s.raw_path, ds)
     loaded.raw = None  # every field as read, kept for scoring output: here only memory

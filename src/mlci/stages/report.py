@@ -20,7 +20,7 @@ def report(ctx: StageContext) -> dict:
 
     s, params = ctx.settings, ctx.params
     painter = ctx.painter or Painter()  # first: its process imports matplotlib while this one reads
-    inputs = _inputs(s)
+    inputs = _inputs_on_cluster(s, params) if params.engine == "dask" else _inputs(s)
     content, pngs = build(inputs, params.report, params.groups(inputs.dataset), params.fairness.min_group_size,
                           ctx.champion, painter)
     import json
@@ -50,6 +50,37 @@ def _inputs(s: S.Settings) -> ReportInputs:
         probas[k] = p if p is not None and len(p) == len(f) else predict_proba(model, f[card["features"]],
                                                                               ds.positive_label)
     return ReportInputs(model, card, ds, frames, labels, probas, gate, test_scored, _data_summary(s))
+
+
+def _inputs_on_cluster(s: S.Settings, params) -> ReportInputs:
+    """engine dask: the report's tables and figures from a seeded sample of each split of at most
+    ``report.figure_rows`` rows, scored on the workers (the headline figures of train and test
+    metadata come from every row); the report says so."""
+    from mlci.cluster.client import client
+    from mlci.cluster.evaluate import score_split
+    from mlci.modeling.estimator import decision_threshold
+
+    model, card = load_model(s.model_dir)
+    ds = DatasetDef.model_validate(card["dataset"])
+    gate, test_meta = read_json_or_none(s.result(S.GATE_FILE)), read_json_or_none(s.result(S.TEST_METADATA))
+    test_scored = bool(gate and gate.get("passed") and test_meta and test_meta.get("model_sha256") == card["sha256"])
+    pre = read_json_or_none(s.result(S.PREPROCESS_METADATA)) or {}
+    c = client(params.dask)
+    frames, labels, probas = {}, {}, {}
+    for name in ("validation", "test") if test_scored else ("validation",):
+        _, sample = score_split(c, s.split_path(name), model, ds, decision_threshold(model), None,
+                                params.report.figure_rows, pre.get("rows", {}).get(name, 0), params.report.seed,
+                                card["sha256"], params.dask.step_timeout)
+        for col in ds.features:
+            if col.type == "categorical":
+                sample[col.name] = sample[col.name].astype("category")
+        probas[name] = sample.pop("__probability").to_numpy()
+        frames[name] = sample
+        labels[name] = np.asarray(sample[ds.target] == ds.positive_label)
+    summary = _data_summary(s)
+    if summary is not None:
+        summary["sampled_rows"] = {k: len(f) for k, f in frames.items()}
+    return ReportInputs(model, card, ds, frames, labels, probas, gate, test_scored, summary)
 
 
 def _data_summary(s: S.Settings) -> dict | None:

@@ -28,6 +28,10 @@ def test(ctx: StageContext) -> dict:
         raise PrerequisiteError(f"{gate_path}: is for another model; run `mlci gate` again")
     model, card = load_model(s.model_dir)
     ds = DatasetDef.model_validate(card["dataset"])
+    if ctx.params.engine == "dask":
+        from mlci.cluster.train import test as on_cluster
+
+        return on_cluster(ctx, model, card, ds)
     te = read_split(s, "test")
     proba = predict_proba(model, te[card["features"]], ds.positive_label)
     y_te = np.asarray(te[ds.target] == ds.positive_label)

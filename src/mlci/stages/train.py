@@ -20,6 +20,10 @@ from mlci.timestamps import utc_now
 
 def train(ctx: StageContext) -> dict:
     s, params = ctx.settings, ctx.params
+    if params.engine == "dask":
+        from mlci.cluster.train import train as on_cluster
+
+        return on_cluster(ctx)
     ds = params.dataset_def(s.params_file.parent)
     tr, va = read_split(s, "train"), read_split(s, "validation")
     features = [c.name for c in ds.features]
