@@ -120,3 +120,93 @@ class MlflowServer:
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+class DaskCluster:
+    """``dask scheduler`` and ``dask worker`` processes on loopback (the real thing, as a user starts
+    it), each worker with one thread and a memory limit; stopped by pid."""
+
+    def __init__(self, root: Path, workers: int = 2, memory_limit: str = "2GB", nanny: bool = True,
+                 env: dict | None = None):
+        self.root, self.n, self.memory_limit, self.nanny = root, workers, memory_limit, nanny
+        self.env = {**os.environ, **(env or {})}
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        self.workers: list[subprocess.Popen] = []
+
+    def _start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.root / f"{name}.log", "wb")
+        return subprocess.Popen([str(Path(sys.executable).with_name("dask")), *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=self.env, cwd=self.root)
+
+    def start(self) -> "DaskCluster":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.procs.append(self._start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                                      "--no-dashboard"))
+        for i in range(self.n):
+            args = ["worker", self.address, "--host", "127.0.0.1", "--nthreads", "1", "--memory-limit",
+                    self.memory_limit, "--no-dashboard", "--local-directory", str(self.root / f"w{i}")]
+            if not self.nanny:
+                args.append("--no-nanny")
+            w = self._start(f"worker{i}", *args)
+            self.procs.append(w)
+            self.workers.append(w)
+        from distributed import Client
+
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with Client(self.address, timeout=5) as c:
+                    c.wait_for_workers(self.n, timeout=60)
+                    return self
+            except (OSError, TimeoutError):
+                if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                    self.stop()
+                    logs = "".join((self.root / f).read_text()[-1500:] for f in ("scheduler.log", "worker0.log"))
+                    raise AssertionError(f"the Dask cluster did not start:\n{logs}")
+                time.sleep(0.5)
+
+    def log(self, name: str) -> str:
+        p = self.root / f"{name}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+
+
+class MotoS3:
+    """moto's S3 API in server mode (``moto_server``), on loopback: a real HTTP S3 endpoint."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def start(self) -> "MotoS3":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log = self.root / "moto.log"
+        self.proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
+                                      "-p", str(self.port)], stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        wait_until_answers(f"{self.url}/moto-api/", self.proc, self.log, timeout=60)
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id="test", aws_secret_access_key="test",
+                            region_name="us-east-1")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)

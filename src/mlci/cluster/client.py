@@ -10,6 +10,7 @@ whose task cannot move elsewhere, or a scheduler gone away, ends in :class:`Clus
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import time
 
@@ -49,7 +50,33 @@ def client(dp):
         raise ClusterError(f"the Dask scheduler {where} is unreachable within dask.connect_timeout "
                            f"{dp.connect_timeout:g} s ({type(e).__name__}: {str(e)[:160]})") from None
     atexit.register(close)
+    _check_code(_CLIENT)
     return _CLIENT
+
+
+#: The modules whose functions the workers run (and the scheduler unpickles).
+TASK_MODULES = ("mlci.cluster.preprocess", "mlci.cluster.evaluate", "mlci.cluster.train")
+
+
+def code() -> str:
+    from mlci.codehash import code_hash
+
+    return code_hash(TASK_MODULES)
+
+
+def _check_code(c) -> None:
+    """Workers started before mlci changed run the old code (a task would fail deep inside, or do
+    the old thing): say so at once."""
+    ours = code()
+    try:
+        theirs = {**c.run(code), "scheduler": c.run_on_scheduler(code)}
+    except Exception as e:  # noqa: BLE001 - mlci missing there: the unpickling fails
+        raise ClusterError(f"the Dask cluster cannot run mlci's tasks ({type(e).__name__}: {str(e)[:160]}): "
+                           "install this mlci on the scheduler and every worker") from None
+    other = sorted(k for k, v in theirs.items() if v != ours)
+    if other:
+        raise ClusterError(f"{other[0]} runs other mlci code than this client ({len(other)} of {len(theirs)} "
+                           "processes): restart the scheduler and workers with this mlci installed")
 
 
 def close() -> None:
@@ -93,13 +120,28 @@ def gather(c, futures: list, timeout: float, doing: str) -> list:
         raise ClusterError(f"{doing}: cannot collect the results ({type(e).__name__}: {str(e)[:200]})") from None
 
 
-def watch(c, run, timeout: float, doing: str):
+@contextlib.contextmanager
+def translated(doing: str):
+    """The cluster's own failures (a lost scheduler cancels every future; a closed connection) as
+    :class:`ClusterError`: one line, exit 13."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm.core import CommClosedError
+
+    try:
+        yield
+    except (CancelledError, CommClosedError) as e:
+        raise ClusterError(f"{doing}: the cluster went away mid-step ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'})") from None
+
+
+def watch(c, run, timeout: float, doing: str, workers: set[str] | None = None):
     """``run()`` (a call that blocks on the cluster, e.g. a LightGBM fit) in a thread, watched:
     the workers it started with must all stay, and it must end within ``timeout``; else
     :class:`ClusterError` (a fit whose worker died would otherwise wait on its sockets)."""
     import threading
 
-    workers = set(c.scheduler_info()["workers"])
+    workers = set(c.scheduler_info()["workers"]) if workers is None else workers
     box: dict = {}
 
     def target():

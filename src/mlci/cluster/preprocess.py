@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlci.cluster.client import client, gather
+from mlci.cluster.client import client, gather, translated
 from mlci.config import settings as S
 from mlci.data.dataset import DatasetDef
 from mlci.data.sources import fingerprint, listing
@@ -130,6 +130,7 @@ def _empty() -> dict:
             "categories": {}, "spelling": {}, "rejects": pd.DataFrame()}
 
 
+@translated("preprocess on the Dask cluster")
 def preprocess(ctx: StageContext) -> dict:
     s, params = ctx.settings, ctx.params
     ds = params.dataset_def(s.params_file.parent)

@@ -56,7 +56,7 @@ def _inputs_on_cluster(s: S.Settings, params) -> ReportInputs:
     """engine dask: the report's tables and figures from a seeded sample of each split of at most
     ``report.figure_rows`` rows, scored on the workers (the headline figures of train and test
     metadata come from every row); the report says so."""
-    from mlci.cluster.client import client
+    from mlci.cluster.client import client, translated
     from mlci.cluster.evaluate import score_split
     from mlci.modeling.estimator import decision_threshold
 
@@ -67,10 +67,12 @@ def _inputs_on_cluster(s: S.Settings, params) -> ReportInputs:
     pre = read_json_or_none(s.result(S.PREPROCESS_METADATA)) or {}
     c = client(params.dask)
     frames, labels, probas = {}, {}, {}
-    for name in ("validation", "test") if test_scored else ("validation",):
-        _, sample = score_split(c, s.split_path(name), model, ds, decision_threshold(model), None,
-                                params.report.figure_rows, pre.get("rows", {}).get(name, 0), params.report.seed,
-                                card["sha256"], params.dask.step_timeout)
+    with translated("report on the Dask cluster"):
+        samples = {name: score_split(c, s.split_path(name), model, ds, decision_threshold(model), None,
+                                     params.report.figure_rows, pre.get("rows", {}).get(name, 0), params.report.seed,
+                                     card["sha256"], params.dask.step_timeout)[1]
+                   for name in (("validation", "test") if test_scored else ("validation",))}
+    for name, sample in samples.items():
         for col in ds.features:
             if col.type == "categorical":
                 sample[col.name] = sample[col.name].astype("category")
