@@ -14,7 +14,7 @@ from mlci.stages.io import write_csv, write_parquet
 def preprocess(ctx: StageContext) -> dict:
     s, params = ctx.settings, ctx.params
     if params.engine == "dask":
-        from mlci.cluster.preprocess import preprocess as on_cluster
+        from mlci.stages.cluster.preprocess import preprocess as on_cluster
 
         return on_cluster(ctx)
     if isinstance(s.raw_source, str):

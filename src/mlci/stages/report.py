@@ -56,8 +56,8 @@ def _inputs_on_cluster(s: S.Settings, params) -> ReportInputs:
     """engine dask: the report's tables and figures from a seeded sample of each split of at most
     ``report.figure_rows`` rows, scored on the workers (the headline figures of train and test
     metadata come from every row); the report says so."""
-    from mlci.cluster.client import client, translated
-    from mlci.cluster.evaluate import score_split
+    from mlci.stages.cluster.client import client, translated
+    from mlci.stages.cluster.evaluate import score_split
     from mlci.modeling.estimator import decision_threshold
 
     model, card = load_model(s.model_dir)

@@ -29,7 +29,7 @@ def test(ctx: StageContext) -> dict:
     model, card = load_model(s.model_dir)
     ds = DatasetDef.model_validate(card["dataset"])
     if ctx.params.engine == "dask":
-        from mlci.cluster.train import test as on_cluster
+        from mlci.stages.cluster.train import test as on_cluster
 
         return on_cluster(ctx, model, card, ds)
     te = read_split(s, "test")

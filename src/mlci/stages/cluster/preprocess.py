@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlci.cluster.client import client, gather, translated
+from mlci.stages.cluster.client import client, gather, translated
 from mlci.config import settings as S
 from mlci.data.dataset import DatasetDef
 from mlci.data.sources import fingerprint, listing

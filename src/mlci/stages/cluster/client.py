@@ -55,7 +55,7 @@ def client(dp):
 
 
 #: The modules whose functions the workers run (and the scheduler unpickles).
-TASK_MODULES = ("mlci.cluster.preprocess", "mlci.cluster.evaluate", "mlci.cluster.train")
+TASK_MODULES = ("mlci.stages.cluster.preprocess", "mlci.stages.cluster.evaluate", "mlci.stages.cluster.train")
 
 
 def code() -> str:

@@ -5,13 +5,13 @@ split's part files, encoded on the workers by the model's own encoder, with the 
 ``train`` section; the booster it returns (``to_local``) goes into the same Pipeline the local
 engine saves (encoder + ``LGBMClassifier``), so ``predict``, the registry, MLflow's clients and
 ``mlci serve`` take it as they take any model. Validation and test rows are scored on the workers
-(:mod:`mlci.cluster.evaluate`); the per-group gaps, the reference profile and the input example
+(:mod:`mlci.stages.cluster.evaluate`); the per-group gaps, the reference profile and the input example
 come from a seeded sample of bounded size.
 
 LightGBM's known Dask pitfalls, handled here: two fits sharing a cluster wait on each other's
 sockets (one fit at a time: a cluster-wide ``distributed.Lock``); a port taken between LightGBM's
 choice and its bind (one retry with fresh ports); a worker lost mid-fit (the watch in
-:func:`mlci.cluster.client.watch` fails the step; LightGBM's own socket timeout, ``time_out``,
+:func:`mlci.stages.cluster.client.watch` fails the step; LightGBM's own socket timeout, ``time_out``,
 ends the survivors' tasks).
 """
 
@@ -23,8 +23,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from mlci.cluster.client import client, translated, watch
-from mlci.cluster.evaluate import metrics, part_files, sample_split, score_split
+from mlci.stages.cluster.client import client, translated, watch
+from mlci.stages.cluster.evaluate import metrics, part_files, sample_split, score_split
 from mlci.config import settings as S
 from mlci.errors import ClusterError, PrerequisiteError
 from mlci.stages.context import StageContext
@@ -174,7 +174,7 @@ def train(ctx: StageContext) -> dict:
     from mlci.fileio import atomic_path, file_hash, read_json, write_json
     from mlci.modeling.artifact import to_bytes
     from mlci.modeling.estimator import decision_threshold
-    from mlci.stages.train import input_example, model_card
+    from mlci.stages.card import input_example, model_card
 
     s, params = ctx.settings, ctx.params
     if params.train.profile != "default":

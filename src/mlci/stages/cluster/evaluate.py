@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlci.cluster.client import gather
+from mlci.stages.cluster.client import gather
 
 LOGIT_MAX = 18.0
 BINS = int(2 * LOGIT_MAX * 1024)
@@ -123,7 +123,7 @@ def score_split(c, split_dir: Path, model, ds, threshold: float, scores_path: Pa
     """The split's summed counts and a seeded sample of about ``sample_rows`` of its rows (with
     their probability in ``__probability``); its scores written to ``scores_path`` (a directory
     of part files) when given."""
-    from mlci.cluster.files import replace_dir
+    from mlci.stages.cluster.files import replace_dir
 
     files = part_files(split_dir)
     share = min(1.0, sample_rows / max(total_rows, 1))
