@@ -4,6 +4,7 @@
     python3 tasks.py bench-scale                       # 1 x, 10 x and 100 x the real rows
     python3 tasks.py bench-scale --sizes 1,10 --repeats 3
     python3 tasks.py bench-scale --src ../other/src    # another checkout's code next to this one
+    python3 tasks.py bench-scale --dask --sizes 100,1000 --memory-limit 4GB   # engine: dask as well
 
 For each size, the real rows (``adult.data``) repeated N times into a temporary directory (never
 kept); then, in turn (floor, mlci, [other], floor, mlci, ...) so that a drift of this shared
@@ -20,6 +21,14 @@ kernel's own account, as ``/usr/bin/time -v`` reports it) and the peak PSS of th
 tree (polled every 0.1 s; the report's figure process is a forked child, and PSS counts the
 pages it shares with its parent once); per-stage seconds from ``mlci run --json``, and mlci's
 ratios to the floor (the RSS one). Medians over ``--repeats``.
+
+``--dask`` adds ``mlci run --engine dask`` on a cluster the benchmark starts on loopback: a
+``dask scheduler`` and ``--workers`` (2) ``dask worker`` processes with one thread and
+``--memory-limit`` each (their nannies enforce it), fresh for each run. Its rows add each worker's
+peak RSS (the kernel's high-water mark, read just before the run ends) and how many times a
+worker was restarted (the scheduler's log); the client's peak RSS is the mlci process's own. The
+floor and the local engine are skipped above ``--local-max`` (100) times the rows: a million-row
+pandas frame per 30 x, they do not fit this machine's memory at 1000 x.
 """
 
 from __future__ import annotations
@@ -141,6 +150,70 @@ def run_mlci(data: Path, tmp: Path, name: str, src: Path | None) -> dict:
     return got
 
 
+def run_dask(data: Path, tmp: Path, name: str, workers: int, memory_limit: str) -> dict:
+    """``mlci run --engine dask`` against a fresh loopback cluster; worker peaks and restarts."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from servers import DaskCluster
+
+    ws = tmp / name
+    shutil.rmtree(ws, ignore_errors=True)
+    ws.mkdir(parents=True)
+    shutil.copy(ROOT / "params.yaml", ws / "params.yaml")
+    cluster = DaskCluster(tmp / f"{name}-cluster", workers=workers, memory_limit=memory_limit).start()
+    peaks: dict[int, int] = {}  # per nanny: the largest high-water mark among its descendants
+    done = threading.Event()
+
+    def poll():  # the workers are the nannies' descendants (spawned): their high-water marks
+        while not done.is_set():
+            for nanny in cluster.workers:
+                for pid in _descendants(nanny.pid):
+                    try:
+                        with open(f"/proc/{pid}/status") as fh:
+                            hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+                        peaks[nanny.pid] = max(peaks.get(nanny.pid, 0), hwm)
+                    except (OSError, StopIteration):
+                        pass
+            done.wait(0.5)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        environ = env(None, RAW_DATA_DIR=str(data.parent), RAW_DATA_FILE=data.name,
+                      PROCESSED_DATA_DIR=str(ws / "data" / "processed"), MODEL_DIR=str(ws / "models"),
+                      RESULTS_DIR=str(ws / "results"), DASK_SCHEDULER_ADDRESS=cluster.address)
+        got = measure([sys.executable, "-m", "mlci", "run", "--engine", "dask", "--no-track", "--force", "--json"],
+                      ws, environ)
+    finally:
+        done.set()
+        poller.join()
+        restarts = cluster.log("scheduler").count("Remove worker")
+        cluster.stop()
+        shutil.rmtree(ws, ignore_errors=True)
+        shutil.rmtree(tmp / f"{name}-cluster", ignore_errors=True)
+    got["stages"] = {s["name"]: s["seconds"] for s in json.loads(got.pop("out"))["stages"]}
+    got["workers_rss"] = sorted(v / 1024 for v in peaks.values())
+    got["restarts"] = restarts  # read before the cluster stops: a removal meanwhile is a lost worker
+    return got
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
 def run_floor(data: Path, tmp: Path) -> dict:
     got = measure([sys.executable, "-c", FLOOR, str(data), str(ROOT / "params.yaml")], tmp, env())
     got.pop("out")
@@ -154,17 +227,25 @@ def main() -> int:
     ap.add_argument("--src", type=Path, action="append", default=[],
                     help="another checkout's src/ to run next to this one (repeatable)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--dask", action="store_true", help="also mlci run --engine dask on a loopback cluster")
+    ap.add_argument("--workers", type=int, default=2, help="--dask: worker processes (one thread each)")
+    ap.add_argument("--memory-limit", default="4GB", help="--dask: each worker's memory limit")
+    ap.add_argument("--local-max", type=int, default=100, help="largest multiple the floor and local mlci run at")
     args = ap.parse_args()
     rows_1x = sum(1 for line in DATA.read_bytes().splitlines() if line.strip())
-    whats = [("floor", None), ("mlci", None)] + [(f"mlci ({s.resolve().parent.name})", s.resolve()) for s in args.src]
+    local = [("floor", None), ("mlci", None)] + [(f"mlci ({s.resolve().parent.name})", s.resolve()) for s in args.src]
     results = []
     with tempfile.TemporaryDirectory(prefix="mlci-bench-scale-") as t:
         tmp = Path(t)
         for n in (int(s) for s in args.sizes.split(",")):
             data = repeated(n, tmp)
+            whats = (local if n <= args.local_max else []) + ([("mlci dask", None)] if args.dask else [])
             runs: dict[str, list[dict]] = {w: [] for w, _ in whats}
             for r in range(args.repeats):
                 for what, src in whats:
+                    if what == "mlci dask":
+                        runs[what].append(run_dask(data, tmp, f"ws{n}", args.workers, args.memory_limit))
+                        continue
                     runs[what].append(run_floor(data, tmp) if what == "floor" else
                                       run_mlci(data, tmp, f"ws{n}", src))
                     print(f"x{n} {what} run {r + 1}: {runs[what][-1]['wall']:.1f} s", file=sys.stderr, flush=True)
@@ -173,7 +254,9 @@ def main() -> int:
                 results.append({"size": n, "rows": rows_1x * n, "what": what,
                                 "wall": statistics.median(g["wall"] for g in got),
                                 "rss": statistics.median(g["rss"] for g in got),
-                                "pss": statistics.median(g["pss"] for g in got), "stages": stages})
+                                "pss": statistics.median(g["pss"] for g in got), "stages": stages,
+                                **({"workers_rss": got[-1]["workers_rss"], "restarts": max(g["restarts"] for g in got)}
+                                   if "restarts" in got[0] else {})})
             if data != DATA:
                 data.unlink()
     if args.json:
@@ -181,16 +264,17 @@ def main() -> int:
         return 0
     floor = {r["size"]: r for r in results if r["what"] == "floor"}
     print("| rows | what | wall s | rows/s | peak RSS MB | tree PSS MB | preprocess | train | gate | test | report "
-          "| wall / floor | RSS / floor |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| wall / floor | RSS / floor | workers' peak RSS MB | restarts |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in results:
-        f, st = floor[r["size"]], r["stages"]
+        f, st = floor.get(r["size"]), r["stages"]
         cells = [f"{st[k]:.1f}" if k in st else "" for k in ("preprocess", "train", "gate", "test", "report")]
-        ratio = "" if r["what"] == "floor" else f"{r['wall'] / f['wall']:.2f}"
-        rss_ratio = "" if r["what"] == "floor" else f"{r['rss'] / f['rss']:.2f}"
+        ratio = "" if r["what"] == "floor" or f is None else f"{r['wall'] / f['wall']:.2f}"
+        rss_ratio = "" if r["what"] == "floor" or f is None else f"{r['rss'] / f['rss']:.2f}"
+        workers = ", ".join(f"{w:,.0f}" for w in r.get("workers_rss", []))
         print(f"| {r['rows']:,} | {r['what']} | {r['wall']:.1f} | {r['rows'] / r['wall']:,.0f} | {r['rss']:,.0f} "
               f"| {r['pss']:,.0f} | "
-              + " | ".join(cells) + f" | {ratio} | {rss_ratio} |")
+              + " | ".join(cells) + f" | {ratio} | {rss_ratio} | {workers} | {r.get('restarts', '')} |")
     return 0
 
 

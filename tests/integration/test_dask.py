@@ -72,8 +72,9 @@ def local_run(tmp_path_factory):
 
 def test_the_dask_engine_gives_the_local_engines_split_and_as_good_a_model(cluster, local_run, tmp_path):
     ws = workspace(tmp_path / "ws", kaggle_csv(tmp_path))
-    done = run_mlci("run", "--engine", "dask", "-q", "-S", f"dask.blocksize={BLOCK}", cwd=ws, env=dask_env(cluster))
+    done = run_mlci("run", "--engine", "dask", "--json", "-S", f"dask.blocksize={BLOCK}", cwd=ws, env=dask_env(cluster))
     assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["exit_code"] == 0  # stdout holds the JSON document alone
     assert "Warning" not in done.stderr and "[LightGBM]" not in done.stderr, done.stderr  # no library noise
     pre = json.loads((ws / "results" / "preprocess_metadata.json").read_text())
     assert pre["engine"] == "dask" and pre["partitions"] == 4

@@ -17,6 +17,7 @@ ends the survivors' tasks).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -105,14 +106,9 @@ def fit(c, train_dir, ds, tp, categories: dict, timeout: float):
         holders = set(c.scheduler_info()["workers"])
 
         def grow(clf):
-            import warnings
+            return clf.fit(x, y, categorical_feature=list(range(n_categorical(ds))))
 
-            with warnings.catch_warnings():
-                # n_jobs is a scikit-learn parameter of every LightGBM estimator; the Dask one says it
-                # ignores it (it sets each worker's threads), which is what we want: not news.
-                warnings.filterwarnings("ignore", "Parameter n_jobs will be ignored")
-                return clf.fit(x, y, categorical_feature=list(range(n_categorical(ds))))
-
+        _quiet_lightgbm()
         for attempt in (1, 2):
             clf = DaskLGBMClassifier(client=c, **params)
             try:
@@ -138,6 +134,25 @@ def fit(c, train_dir, ds, tp, categories: dict, timeout: float):
     model.steps[0] = ("encode", enc)
     model.steps[-1] = ("classify", local)
     return model
+
+
+class _NotNews(logging.Filter):
+    #: n_jobs is a scikit-learn parameter of every LightGBM estimator; the Dask one says it ignores
+    #: it (it sets each worker's threads), which is what we want.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Parameter n_jobs will be ignored" not in record.getMessage()
+
+
+def _quiet_lightgbm() -> None:
+    """LightGBM's Dask module prints its progress ("Finding random open ports for workers") on
+    stdout, where ``--json`` puts its document: its messages go to a logger instead, warnings only."""
+    import lightgbm
+
+    log = logging.getLogger("mlci.lightgbm")
+    log.setLevel(logging.WARNING)
+    if not log.filters:
+        log.addFilter(_NotNews())
+    lightgbm.register_logger(log)
 
 
 def _say_who_left(c, holders: set[str], wait: float = 5.0) -> None:
