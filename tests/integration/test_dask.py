@@ -220,3 +220,24 @@ def test_a_worker_killed_mid_fit_ends_the_step_with_a_clear_error(tmp_path):
         assert not (ws / "models" / "model.pkl").exists()  # no model from a broken fit
     finally:
         c.stop()
+
+
+def test_two_fits_sharing_the_cluster_both_finish(cluster, tmp_path):
+    """LightGBM's Dask fits sharing workers wait on each other's sockets; mlci's cluster-wide lock
+    lets one fit at a time: both end, neither hangs."""
+    env = dask_env(cluster)
+    spaces = []
+    for name in ("a", "b"):
+        ws = workspace(tmp_path / name, kaggle_csv(tmp_path))
+        done = run_mlci("preprocess", "-S", "engine=dask", "-S", f"dask.blocksize={BLOCK}", cwd=ws, env=env)
+        assert done.returncode == 0, done.stderr
+        spaces.append(ws)
+    full_env = {**os.environ, **env}
+    procs = [subprocess.Popen([sys.executable, "-m", "mlci", "train", "-S", "engine=dask", "-S", "dask.step_timeout=240"],
+                              cwd=ws, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for ws in spaces]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    a, b = (json.loads((ws / "results" / "train_metadata.json").read_text()) for ws in spaces)
+    assert abs(a["validation_roc_auc"] - b["validation_roc_auc"]) <= 0.001  # the same data, as good a model

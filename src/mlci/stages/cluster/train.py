@@ -39,8 +39,8 @@ SAMPLE_ROWS = 100_000  # rows of train and validation behind the profile, the ga
 DEAL_SEED = 0x5EED
 
 
-def _encoded_part(path: str, enc, features: list[str], target: str, worker: int, workers: int,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _encoded_part(path: str, enc, features: list[str], target: str, labels: tuple[str, str], worker: int,
+                  workers: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The rows of one part file that go to worker ``worker`` of ``workers``, as the booster sees
     them: the encoded features and the labels."""
     from mlci.data.split import row_positions
@@ -51,10 +51,12 @@ def _encoded_part(path: str, enc, features: list[str], target: str, worker: int,
         frame = frame.loc[np.floor(row_positions(frame, seed ^ DEAL_SEED) * workers) == worker]
     x = frame[features]
     z = encode(enc, x)
-    return (enc.transform(x) if z is None else z), frame[target].astype(object).to_numpy()
+    # The labels as references to two strings (8 bytes a row), not a string object per row.
+    y = np.asarray(labels, dtype=object)[(frame[target] == labels[1]).to_numpy(dtype=np.int8)]
+    return (enc.transform(x) if z is None else z), y
 
 
-def _arrays(c, files: list[str], enc, features: list[str], target: str, seed: int):
+def _arrays(c, files: list[str], enc, features: list[str], target: str, labels: tuple[str, str], seed: int):
     """Dask arrays of the encoded train split, computed on the workers, each holding a share of the
     rows dealt by their hash: an unbiased sample of the whole split, whatever the order of the file.
 
@@ -66,7 +68,7 @@ def _arrays(c, files: list[str], enc, features: list[str], target: str, seed: in
     import dask.array as da
 
     workers = sorted(c.scheduler_info()["workers"])
-    parts = [c.submit(_encoded_part, f, enc, features, target, w, len(workers), seed, pure=False,
+    parts = [c.submit(_encoded_part, f, enc, features, target, labels, w, len(workers), seed, pure=False,
                       workers=[address], allow_other_workers=False)
              for w, address in enumerate(workers) for f in files]
     rows = c.gather([c.submit(lambda p: len(p[1]), p, pure=False) for p in parts])
@@ -92,7 +94,7 @@ def fit(c, train_dir, ds, tp, categories: dict, timeout: float):
     features = [col.name for col in ds.features]
     enc = encoder(ds, categories).fit(pd.read_parquet(files[0]).head(100)[features])
     # One chunk per part file, read and encoded on the workers: nothing comes to this process.
-    x, y, _parts = _arrays(c, files, enc, features, ds.target, tp.seed)
+    x, y, _parts = _arrays(c, files, enc, features, ds.target, (ds.negative_label, ds.positive_label), tp.seed)
     params = lightgbm_params(tp, 1, tp.seed)
     params.pop("n_jobs")  # LightGBM's Dask module gives each worker its own thread count
     params["time_out"] = max(1, min(120, math.ceil(timeout / 60)))  # minutes, LightGBM's socket timeout
