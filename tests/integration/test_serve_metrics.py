@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from conftest import populate, run_mlci
 from prometheus_client.parser import text_string_to_metric_families
-from test_serve import GOOD, Server, records
+from test_serve import GOOD, TOKEN, Server, records
 
 from mlci import errors
 
@@ -301,3 +301,46 @@ def test_an_unusable_log_directory_is_exit_11_in_one_line(ws, tmp_path):
                     str(tmp_path / "file"), cwd=ws, timeout=120)
     assert proc.returncode == errors.IO, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "--log-predictions" in proc.stderr
+
+
+def test_a_refused_reload_is_counted_and_the_info_still_names_the_served_model(ws, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(ws / "models", models)
+    s = Server(ws, "--model-dir", str(models), "--poll", "0")
+    try:
+        c = s.client
+        assert c.post("/predict", json=GOOD).status_code == 200
+        card = json.loads((models / "model.json").read_text())
+        (models / "model.json").write_text(json.dumps(dict(card, sha256="sha256:" + "0" * 64)))
+        r = c.post("/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.json()["status"] == "kept", r.text
+        m = scrape(c)
+        assert value(m, "mlci_model_reloads_total", result="failure") == 1
+        assert value(m, "mlci_model_reloads_total", result="success") == 0
+        assert [dict(k[1])["sha256"] for k in m if k[0] == "mlci_model_info"] == [card["sha256"]]
+        assert value(m, "mlci_drift_window_records") == 1  # the same model: its window kept
+    finally:
+        s.stop()
+
+
+def test_a_new_champion_updates_the_info_and_empties_the_drift_window(ws):
+    """Last in this file: it promotes a second version in the module's registry."""
+    s = Server(ws, "--poll", "0")
+    try:
+        c = s.client
+        assert c.post("/predict", json=[GOOD] * 3).status_code == 200
+        assert value(scrape(c), "mlci_drift_window_records") == 3
+        proc = run_mlci("run", "--json", "--until", "gate", "-S", "train.n_estimators=300", cwd=ws,
+                        env={"MLCI_NO_TRACK": ""})
+        assert proc.returncode == 0 and json.loads(proc.stdout)["tracking"]["version"] == "2", proc.stderr
+        r = c.post("/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert (r.json()["status"], r.json()["version"], r.json()["previous"]) == ("swapped", "2", "1"), r.text
+        m = scrape(c)
+        assert [dict(k[1]) for k in m if k[0] == "mlci_model_info"] == [
+            {"name": "adult-income", "version": "2", "sha256": sha256(ws)}]
+        assert value(m, "mlci_model_reloads_total", result="success") == 1
+        assert value(m, "mlci_drift_window_records") == 0  # another model's probabilities: emptied
+        assert c.post("/predict", json=GOOD).status_code == 200
+        assert value(scrape(c), "mlci_drift_window_records") == 1
+    finally:
+        s.stop()

@@ -28,8 +28,9 @@ log = logging.getLogger("mlci.serve")
 class LiveWindow:
     """The last ``size`` records served and their probabilities, for the model that scored them."""
 
-    def __init__(self, size: int = WINDOW):
+    def __init__(self, size: int = WINDOW, current=lambda: None):
         self.size = size
+        self.current = current  # the model served now (the holder's): a window of another one is stale
         self._model = None
         self._records: collections.deque = collections.deque(maxlen=size)
         self._proba: collections.deque = collections.deque(maxlen=size)
@@ -64,6 +65,10 @@ class LiveWindow:
         (no model scored yet, or it has no reference profile)."""
         with self._lock:
             model, seen = self._model, self.seen
+            if model is not None and model is not self.current():
+                # Swapped since the last record: the window is emptied by the next one; until then it
+                # describes a model no longer served.
+                return {"features": {}, "predictions": math.nan, "records": 0}
             if model is None or getattr(model, "reference", None) is None:
                 return None
             if self._cache is not None and self._cache[0] is model and self._cache[1] == seen:
