@@ -80,7 +80,8 @@ def create_app(holder: ModelHolder, opts: "Options") -> FastAPI:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(opts.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "Authorization"])
+                           allow_headers=["Content-Type", "Authorization", "X-Request-ID"],
+                           expose_headers=["X-Request-ID"])  # a browser's script may read the id
     app.add_middleware(BodyLimit, max_bytes=opts.max_body_bytes)  # before CORS
     # Outermost: its request id and status cover every answer, the body limit's 413s included.
     app.add_middleware(Observe, metrics=metrics, access_log=opts.access_log)

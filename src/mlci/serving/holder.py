@@ -9,6 +9,7 @@ and the failure is logged and shown under ``last_error`` in ``GET /model``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -72,6 +73,7 @@ class ModelHolder:
             except Exception as e:  # noqa: BLE001 - whatever went wrong, the old model keeps serving
                 return self._failure(ident, one_line(e))
             self.current = new  # the swap: requests that already hold `old` finish with it
+            gc.freeze()  # the new model's objects too, as at start-up (server.py): no long full collections
             self._failed, self.last_error = None, None
             self.reloads["success"] += 1
             log.warning("now serving %s version %s (was %s)", new.info["name"], new.info["version"],

@@ -18,7 +18,13 @@ import logging
 import math
 import threading
 
+import numpy as np
+import pandas as pd
 from prometheus_client.core import GaugeMetricFamily
+
+from mlci.monitoring.drift import feature_bins, prediction_bins
+from mlci.monitoring.drift import psi as psi_of
+from mlci.serving.records import columns
 
 WINDOW = 10_000  # records kept: enough for a stable PSI over 10 bins, bounded memory (a few MB)
 
@@ -81,21 +87,15 @@ class LiveWindow:
 
 def compute_psi(loaded, records: list, proba: list[float]) -> dict:
     """PSI of each feature and of the predictions over ``records`` against ``loaded.reference``."""
-    import numpy as np
-    import pandas as pd
-
-    from mlci.monitoring.drift import feature_bins, prediction_bins
-    from mlci.monitoring.drift import psi as psi_of
-
     ref = loaded.reference
+    names = list(ref["features"])
     features = {}
-    for name, fref in ref["features"].items():
-        # Records of the msgspec path are Structs, those of the pydantic path dicts: both by name.
-        values = [r.get(name) if type(r) is dict else getattr(r, name, None) for r in records]
+    for name, values in zip(names, columns(records, names)):
+        fref = ref["features"][name]
         if fref["type"] == "categorical":
             series = pd.Series(values, dtype=object)
-        else:
-            series = pd.Series(np.array([math.nan if v is None else v for v in values], dtype=float))
+        else:  # None -> NaN in C (object -> float), not a Python test per value
+            series = pd.Series(np.array(values, dtype=object).astype(float))
         features[name] = psi_of(*feature_bins(fref, series))
     return {"features": features, "predictions": psi_of(*prediction_bins(ref["predictions"], np.asarray(proba))),
             "records": len(records)}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import errno as errno_names
+import itertools
 import logging
 import os
 import threading
@@ -33,6 +34,7 @@ import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mlci.serving.records import columns
 from mlci.stages.monitor import LOG_COLUMNS
 
 log = logging.getLogger("mlci.serve")
@@ -75,6 +77,9 @@ class PredictionLog:
         self.written = self.dropped = self.failed = self.sampled_out = 0
         self.errors: dict[str, int] = {}
         self.bytes = 0
+        # Imported at start-up, not in the writer's first file: an import holds the GIL (and the import
+        # lock) for a tenth of a second, which requests would wait out.
+        import pyarrow.parquet  # noqa: F401
 
     # -- the request path -------------------------------------------------------------------------
 
@@ -201,14 +206,12 @@ class PredictionLog:
     def _table(self, batch: list):
         import pyarrow as pa
 
-        arrays, names = [], []
-        for name, kind in self.columns:
-            values = [r.get(name) if type(r) is dict else getattr(r, name, None)
-                      for item in batch for r in item[3]]
-            arrays.append(_array(pa, values, kind))
-            names.append(name)
-        probability = [p for item in batch for p in item[4]]
-        prediction = [label for item in batch for label in item[5]]
+        names = [name for name, _ in self.columns]
+        chain = itertools.chain.from_iterable
+        values = columns(list(chain(item[3] for item in batch)), names)
+        arrays = [_array(pa, list(v), kind) for v, (_, kind) in zip(values, self.columns)]
+        probability = list(chain(item[4] for item in batch))
+        prediction = list(chain(item[5] for item in batch))
         served_at, request_id, model = [], [], []
         for rid, sha, at, records, _, _ in batch:
             n = len(records)
@@ -225,9 +228,7 @@ class PredictionLog:
 def _array(pa, values: list, kind: str):
     if kind == "categorical":
         return pa.array(values, pa.string())
-    if kind == "integer":
-        try:
-            return pa.array(values, pa.int64())
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-            pass
-    return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    try:  # a JSON number may come as an int for a float column: Arrow converts it
+        return pa.array(values, pa.int64() if kind == "integer" else pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
