@@ -11,6 +11,14 @@ record. Printed: single-record requests per second and p50/p99 latency at 1,
 5), and the CPU wrk itself took (in cores: the server shares the two cores
 with it). Targets (issue 6): >= 3x MLflow's throughput, p99 <= 15 ms at 50
 connections, the batch <= 250 ms.
+
+    python3 tasks.py bench-serve [SECONDS] --observability [--rounds N]
+
+instead serves the champion with `mlci serve` twice over, in alternating rounds: with metrics and
+logging off (`--no-metrics`, text log, no prediction log) and on (/metrics, scraped every 5 s
+during the load as Prometheus would, `--log-format json`, `--log-predictions` of every request),
+and prints both and their ratios (issue 21: single-record throughput on >= 0.9 x off, p99 at 50
+connections <= 1.2 x). The ratio is of the medians over the rounds.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -64,16 +73,26 @@ def wait_until(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     sys.exit(f"{url} did not answer in {timeout:.0f} s")
 
 
-def wrk(url: str, body: bytes, connections: int, seconds: int, tmp: Path) -> dict:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux), 0 without one."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, body: bytes, connections: int, seconds: int, tmp: Path, pid: int | None = None) -> dict:
     script = tmp / "post.lua"
     script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                       f"wrk.body = {json.dumps(body.decode())}\n")
     threads = min(2, connections)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child reaped meanwhile
+    server_before = cpu_seconds(pid)
     started = time.perf_counter()
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
                           url], capture_output=True, text=True, check=True).stdout
     wall = time.perf_counter() - started
+    server_cpu = cpu_seconds(pid) - server_before
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if "Non-2xx" in out:
@@ -84,17 +103,26 @@ def wrk(url: str, body: bytes, connections: int, seconds: int, tmp: Path) -> dic
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "wrk_cpu": cpu / wall}
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    # The server's own CPU per request: steadier than requests/s on a shared machine (others' load
+    # takes wall time from the server, not CPU time per request).
+    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "wrk_cpu": cpu / wall,
+            "cpu_us": server_cpu / max(total, 1) * 1e6}
 
 
 def measure(name: str, cmd: list[str], ready: str, url: str, single: bytes, batch: bytes, seconds: int,
-            ws: Path, env: dict) -> dict:
+            ws: Path, env: dict, scrape: str | None = None) -> dict:
     proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=open(ws / f"{name}.log", "w"))
+    stop = threading.Event()
+    scraper = None
     try:
         wait_until(ready, proc)
         post(url, single)
         post(url, batch)  # warm-up
-        out = {c: wrk(url, single, c, seconds, ws) for c in (1, 10, 50)}
+        if scrape:
+            scraper = threading.Thread(target=scrape_every, args=(scrape, 5.0, stop), daemon=True)
+            scraper.start()
+        out = {c: wrk(url, single, c, seconds, ws, proc.pid) for c in (1, 10, 50)}
         times = []
         for _ in range(5):
             started = time.perf_counter()
@@ -103,12 +131,30 @@ def measure(name: str, cmd: list[str], ready: str, url: str, single: bytes, batc
         out["batch_ms"] = statistics.median(times) * 1e3
         return out
     finally:
+        stop.set()
+        if scraper is not None:
+            scraper.join()
         proc.terminate()
         proc.wait(timeout=30)
 
 
+def scrape_every(url: str, period: float, stop: threading.Event) -> None:
+    """GET /metrics every ``period`` seconds until ``stop`` (the live drift is computed on each)."""
+    while not stop.wait(period):
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            resp.read()
+
+
 def main() -> int:
-    seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("seconds", nargs="?", type=int, default=10, help="wrk's duration per step")
+    ap.add_argument("--observability", action="store_true",
+                    help="mlci serve with metrics and logging off and on, side by side (not MLflow's server)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of off and on (--observability)")
+    args = ap.parse_args()
+    seconds = args.seconds
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk")
     import pandas as pd
@@ -132,6 +178,8 @@ def main() -> int:
         many = (records * (10_000 // len(records) + 1))[:10_000]
         one = records[0]
 
+        if args.observability:
+            return observability(ws, env, json.dumps(one).encode(), json.dumps(many).encode(), seconds, args.rounds)
         p1, p2 = free_port(), free_port()
         mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/adult-income@champion",
                       "--env-manager", "local", "-h", "127.0.0.1", "-p", str(p1), "-w", "1"]
@@ -162,6 +210,49 @@ def main() -> int:
               f"{o[c]['rps'] / m[c]['rps']:.1f} x |")
     print(f"| one 10,000-record batch, ms | {m['batch_ms']:.0f} | {o['batch_ms']:.0f} | "
           f"{m['batch_ms'] / o['batch_ms']:.1f} x faster |")
+    return 0
+
+
+def observability(ws: Path, env: dict, single: bytes, batch: bytes, seconds: int, rounds: int) -> int:
+    """`mlci serve` with metrics and logging off and on, alternating, each started afresh."""
+    base = [sys.executable, "-m", "mlci", "serve", "--poll", "0", "--max-batch", "10000",
+            "--max-body-bytes", str(64 << 20)]
+    configs = {"off": ["--no-metrics"],
+               "on": ["--log-format", "json", "--log-predictions", str(ws / "predictions")]}
+    results: dict[str, list[dict]] = {name: [] for name in configs}
+    for k in range(rounds):
+        for name, extra in configs.items():
+            port = free_port()
+            root = f"http://127.0.0.1:{port}"
+            results[name].append(measure(f"{name}-{k}", [*base, "--port", str(port), *extra], f"{root}/ready",
+                                         f"{root}/predict", single, batch, seconds, ws, env,
+                                         scrape=f"{root}/metrics" if name == "on" else None))
+    print("| round | metrics+logging | conns | requests/s | p50 ms | p99 ms | server CPU µs/request | wrk's CPU, cores |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for k in range(rounds):
+        for name in configs:
+            r = results[name][k]
+            for c in (1, 10, 50):
+                print(f"| {k + 1} | {name} | {c} | {r[c]['rps']:.0f} | {r[c]['p50']:.2f} | {r[c]['p99']:.2f} | "
+                      f"{r[c]['cpu_us']:.0f} | {r[c]['wrk_cpu']:.2f} |")
+
+    def med(name: str, c, key: str) -> float:
+        return statistics.median(r[c][key] if c is not None else r[key] for r in results[name])
+
+    print()
+    print(f"| median of {rounds} round(s) | off | on | on / off |")
+    print("|---|---:|---:|---:|")
+    for c in (1, 10, 50):
+        off, on = med("off", c, "rps"), med("on", c, "rps")
+        print(f"| single-record requests/s, {c} conns | {off:.0f} | {on:.0f} | {on / off:.2f} x |")
+    for c in (1, 10, 50):
+        off, on = med("off", c, "p99"), med("on", c, "p99")
+        print(f"| p99 ms, {c} conns | {off:.2f} | {on:.2f} | {on / off:.2f} x |")
+    for c in (1, 10, 50):
+        off, on = med("off", c, "cpu_us"), med("on", c, "cpu_us")
+        print(f"| server CPU µs per request, {c} conns | {off:.0f} | {on:.0f} | {on / off:.2f} x |")
+    off, on = med("off", None, "batch_ms"), med("on", None, "batch_ms")
+    print(f"| one 10,000-record batch, ms | {off:.0f} | {on:.0f} | {on / off:.2f} x |")
     return 0
 
 

@@ -65,15 +65,34 @@ def webhook(repo_url: str, branches: tuple[str, ...], repository: str | None, wo
               help="Largest request body (413 beyond).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Allow browser requests from ORIGIN (repeatable). Default: no CORS headers at all.")
-@click.option("--access-log", is_flag=True, help="Log every request (off by default: it costs throughput).")
+@click.option("--access-log", is_flag=True, envvar="MLCI_SERVE_ACCESS_LOG", show_envvar=True,
+              help="Log every request, with its request id (off by default: it costs throughput).")
+@click.option("--log-format", envvar="MLCI_SERVE_LOG_FORMAT", show_envvar=True, type=click.Choice(["text", "json"]),
+              default="text", show_default=True, help="json: one JSON object per log line.")
+@click.option("--metrics/--no-metrics", envvar="MLCI_SERVE_METRICS", show_envvar=True, default=True,
+              show_default=True, help="GET /metrics (Prometheus' text format), live drift included.")
+@click.option("--log-predictions", envvar="MLCI_SERVE_LOG_PREDICTIONS", show_envvar=True, metavar="DIR",
+              type=click.Path(path_type=Path), default=None,
+              help="Append served records and their predictions to Parquet files in DIR (personal data: "
+                   "every feature of every sampled request). Off by default.")
+@click.option("--log-sample", envvar="MLCI_SERVE_LOG_SAMPLE", show_envvar=True,
+              type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Share of requests logged (decided by a hash of the request id).")
+@click.option("--log-max-bytes", envvar="MLCI_SERVE_LOG_MAX_BYTES", show_envvar=True,
+              type=click.IntRange(min=10_000), default=256 << 20, show_default=True,
+              help="Most bytes of log files kept in DIR: the oldest files are deleted beyond (the retention).")
+@click.option("--log-flush-seconds", envvar="MLCI_SERVE_LOG_FLUSH_SECONDS", show_envvar=True,
+              type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="A log file is written at least this often while records come (and every 10,000 records).")
 @click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a parameter, as for the pipeline, e.g. -S tracking.model_name=churn (repeatable).")
 @click.pass_context
 @handle_errors
 def serve(ctx: click.Context, host: str, port: int, model_dir: Path | None, poll: float, unknown_categories: str,
-          max_batch: int, max_body_bytes: int, cors_origins: tuple[str, ...], access_log: bool,
-          overrides: tuple[str, ...]) -> None:
-    """Serve the model over HTTP: POST /predict, GET /health, /ready, /model; POST /admin/reload.
+          max_batch: int, max_body_bytes: int, cors_origins: tuple[str, ...], access_log: bool, log_format: str,
+          metrics: bool, log_predictions: Path | None, log_sample: float, log_max_bytes: int,
+          log_flush_seconds: float, overrides: tuple[str, ...]) -> None:
+    """Serve the model over HTTP: POST /predict, GET /health, /ready, /model, /metrics; POST /admin/reload.
 
     The model is the registry's champion (tracking.model_name and tracking.alias in params.yaml,
     MLFLOW_TRACKING_URI), or --model-dir. Its pickle is loaded only after its sha256 matches the
@@ -88,7 +107,9 @@ def serve(ctx: click.Context, host: str, port: int, model_dir: Path | None, poll
     s, params = context(ctx, overrides)
     source = open_source(model_dir, params.section("tracking"), s.results_dir)
     opts = Options(host=host, port=port, poll=poll, unknown_categories=unknown_categories, max_batch=max_batch,
-                   max_body_bytes=max_body_bytes, cors_origins=cors_origins, access_log=access_log)
+                   max_body_bytes=max_body_bytes, cors_origins=cors_origins, access_log=access_log,
+                   log_format=log_format, metrics=metrics, log_predictions=log_predictions, log_sample=log_sample,
+                   log_max_bytes=log_max_bytes, log_flush_seconds=log_flush_seconds)
     run_server(source, opts, echo=lambda m: click.echo(m, err=True))
 
 

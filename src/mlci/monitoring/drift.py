@@ -62,11 +62,9 @@ def feature_drift(ref: dict, values: pd.Series, seed: int) -> dict:
     """One feature of the batch against its reference entry."""
     n = len(values)
     missing = float(values.isna().mean()) if n else 0.0
+    expected, actual = feature_bins(ref, values)
     if ref["type"] == "categorical":
         keep = [k for k in ref["counts"] if k != OTHER]
-        expected = np.array([ref["counts"][k] for k in [*keep, OTHER]], dtype=float)
-        got = category_counts(values, keep)
-        actual = np.array([got[k] for k in [*keep, OTHER]], dtype=float)
         p = _chi2_p(expected, actual)
         shares = {k: round(float(c / max(actual.sum(), 1)), 6) for k, c in zip([*keep, OTHER], actual)}
         detail = {"shares": {k.replace(OTHER, "(other)"): v for k, v in shares.items()},
@@ -75,8 +73,6 @@ def feature_drift(ref: dict, values: pd.Series, seed: int) -> dict:
                   "test": "chi-square"}
     else:
         x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-        expected = np.asarray(ref["counts"], dtype=float)
-        actual = np.asarray(numeric_counts(x, ref["edges"]), dtype=float)
         p = _ks_p(ref["sample"], x, seed)
         finite = x[np.isfinite(x)]
         detail = {"mean": round(float(finite.mean()), 6) if len(finite) else None,
@@ -86,9 +82,26 @@ def feature_drift(ref: dict, values: pd.Series, seed: int) -> dict:
             "reference_missing": round(ref["missing"], 6), **detail}
 
 
+def feature_bins(ref: dict, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's counts and the batch's over the same bins (categories: the kept ones, then the
+    rest): what the PSI compares. Also what ``mlci serve`` computes its live PSI from (the same figures)."""
+    if ref["type"] == "categorical":
+        keep = [k for k in ref["counts"] if k != OTHER]
+        expected = np.array([ref["counts"][k] for k in [*keep, OTHER]], dtype=float)
+        got = category_counts(values, keep)
+        return expected, np.array([got[k] for k in [*keep, OTHER]], dtype=float)
+    x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    return np.asarray(ref["counts"], dtype=float), np.asarray(numeric_counts(x, ref["edges"]), dtype=float)
+
+
+def prediction_bins(ref: dict, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The validation predictions' counts and the batch's over the reference's probability bins."""
+    return (np.asarray(ref["counts"], dtype=float),
+            np.asarray(numeric_counts(np.asarray(proba, dtype=float), ref["edges"]), dtype=float))
+
+
 def prediction_drift(ref: dict, proba: np.ndarray, seed: int) -> dict:
-    expected = np.asarray(ref["counts"], dtype=float)
-    actual = np.asarray(numeric_counts(np.asarray(proba, dtype=float), ref["edges"]), dtype=float)
+    expected, actual = prediction_bins(ref, proba)
     return {"psi": round(psi(expected, actual), 6), "p_value": _ks_p(ref["sample"], np.asarray(proba), seed),
             "mean": round(float(np.mean(proba)), 6) if len(proba) else None,
             "reference_mean": round(float(np.mean(ref["sample"])), 6) if ref["sample"] else None,

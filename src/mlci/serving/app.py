@@ -6,8 +6,13 @@
   (and the latest model that was not installed, and why).
 * ``POST /admin/reload``: look at the model source now (``holder.py``), with the bearer token
   of ``MLCI_SERVE_TOKEN``; disabled when that is unset.
-* The middleware: CORS only when origins are configured, and the body limit
-  (``limits.BodyLimit``) in front of every route.
+* ``GET /metrics`` (``metrics.py``, unless ``--no-metrics``): Prometheus' text format; the live drift
+  (``livedrift.py``) is computed when it is scraped.
+* The middleware: CORS only when origins are configured, the body limit (``limits.BodyLimit``) in
+  front of every route, and outermost ``observe.Observe``: the request id, the request's metrics
+  and the access log.
+* After every 200 of ``POST /predict`` (``_on_scored``): the prediction metrics, the live window,
+  and the prediction log (``predlog.py``, ``--log-predictions``).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at run time.
@@ -24,6 +29,7 @@ from fastapi.responses import JSONResponse, Response
 
 from mlci.serving.holder import ModelHolder
 from mlci.serving.limits import BodyLimit
+from mlci.serving.observe import Observe
 from mlci.serving.predict import add_predict, validation_error
 from mlci.serving.schema import Detail, Health, ModelInfo, Ready, ReloadResult
 
@@ -40,31 +46,94 @@ NO_TELEMETRY = ({"telemetry": {"tracing": False, "metrics": False, "logs": False
 
 def create_app(holder: ModelHolder, opts: "Options") -> FastAPI:
     """The ASGI application to serve the model of ``holder`` (loaded) with ``opts``."""
-    app = FastAPI(lifespan=_lifespan(holder), title="mlci model server", version="1",
+    metrics = window = plog = None
+    first = holder.current
+    if opts.metrics:
+        from mlci.serving.livedrift import DriftCollector, LiveWindow
+        from mlci.serving.metrics import Metrics, ModelCollector
+
+        metrics = Metrics((first.scorer.positive_label, first.scorer.negative_label))
+        metrics.add(ModelCollector(holder))
+        window = LiveWindow(current=lambda: holder.current)
+        metrics.add(DriftCollector(window))
+    if opts.log_predictions is not None:
+        from mlci.serving.predlog import PredictionLog
+
+        types = {c.name: c.type for c in first.dataset.features}
+        plog = PredictionLog(opts.log_predictions, [(f, types[f]) for f in first.scorer.features],
+                             sample=opts.log_sample, max_bytes=opts.log_max_bytes,
+                             flush_seconds=opts.log_flush_seconds)
+        if metrics is not None:
+            from mlci.serving.metrics import PredictionLogCollector
+
+            metrics.add(PredictionLogCollector(plog))
+    app = FastAPI(lifespan=_lifespan(holder, plog), title="mlci model server", version="1",
                   description=_description(holder, opts), **NO_TELEMETRY)
+    app.state.metrics, app.state.window, app.state.prediction_log = metrics, window, plog
     app.add_exception_handler(RequestValidationError, validation_error)
-    add_predict(app, holder, opts)
+    add_predict(app, holder, opts, _on_scored(metrics, window, plog, opts.access_log))
     _add_status(app, holder)
+    if metrics is not None:
+        _add_metrics(app, metrics)
     _add_reload(app, holder, os.environ.get(TOKEN_ENV) or None)
     if opts.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(opts.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "Authorization"])
-    app.add_middleware(BodyLimit, max_bytes=opts.max_body_bytes)  # added last: the outer one, before CORS
+                           allow_headers=["Content-Type", "Authorization", "X-Request-ID"],
+                           expose_headers=["X-Request-ID"])  # a browser's script may read the id
+    app.add_middleware(BodyLimit, max_bytes=opts.max_body_bytes)  # before CORS
+    # Outermost: its request id and status cover every answer, the body limit's 413s included.
+    app.add_middleware(Observe, metrics=metrics, access_log=opts.access_log)
     return app
 
 
-def _lifespan(holder: ModelHolder):
+def _lifespan(holder: ModelHolder, plog=None):
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         holder.start()
+        if plog is not None:
+            plog.start()
         try:
             yield
         finally:
             holder.stop()
+            if plog is not None:
+                plog.close()  # what is queued is written before the process ends
 
     return lifespan
+
+
+def _on_scored(metrics, window, plog, access_log: bool):
+    """What happens after each 200 of POST /predict, on the event loop: counting and appending only
+    (the drift is computed when scraped, the Parquet files written by the log's own thread)."""
+    if metrics is None and plog is None and not access_log:
+        return None  # the request path as it was: not even a call
+
+    def scored(loaded, records, probabilities, labels, scope):
+        scope["mlci.records"] = len(records)
+        if metrics is not None:
+            metrics.scored(probabilities, labels)
+            window.add(loaded, records, probabilities)
+        if plog is not None:
+            plog.add(scope.get("mlci.request_id", ""), loaded.info.get("model_sha256") or "", records,
+                     probabilities, labels)
+
+    return scored
+
+
+def _add_metrics(app: FastAPI, metrics) -> None:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    @app.get("/metrics", summary="The server's metrics in Prometheus' text format",
+             response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    async def metrics_endpoint():
+        import anyio
+
+        # In a worker thread: the live drift is computed now (tens of ms on a full window), and the
+        # event loop keeps answering requests meanwhile.
+        body = await anyio.to_thread.run_sync(metrics.exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _description(holder: ModelHolder, opts: "Options") -> str:

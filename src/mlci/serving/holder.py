@@ -9,6 +9,7 @@ and the failure is logged and shown under ``last_error`` in ``GET /model``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -34,6 +35,8 @@ class ModelHolder:
         self._failed: str | None = None
         self._failed_at = 0.0
         self.retry_after = max(300.0, 10 * poll)
+        #: Looks that installed a new model, and those that could not (``mlci_model_reloads_total``).
+        self.reloads = {"success": 0, "failure": 0}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -70,7 +73,9 @@ class ModelHolder:
             except Exception as e:  # noqa: BLE001 - whatever went wrong, the old model keeps serving
                 return self._failure(ident, one_line(e))
             self.current = new  # the swap: requests that already hold `old` finish with it
+            gc.freeze()  # the new model's objects too, as at start-up (server.py): no long full collections
             self._failed, self.last_error = None, None
+            self.reloads["success"] += 1
             log.warning("now serving %s version %s (was %s)", new.info["name"], new.info["version"],
                         old.info["version"] if old else None)
             return {"status": "swapped", "version": new.info["version"],
@@ -85,6 +90,7 @@ class ModelHolder:
 
     def _failure(self, ident: str | None, error: str) -> dict:
         self._failed, self._failed_at = ident, time.monotonic()
+        self.reloads["failure"] += 1
         self.last_error = {"version": ident, "error": error, "at": utc_now('milliseconds')}
         served = self.current.info["version"] if self.current else None
         log.error("model %s not loaded, still serving version %s: %s", ident, served, error)

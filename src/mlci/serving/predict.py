@@ -37,8 +37,10 @@ JSON = "application/json"
 MAX_ERRORS = 100  # validation errors listed in one 422
 
 
-def add_predict(app: FastAPI, holder, opts) -> None:
-    """``POST /predict`` for the model ``holder`` serves now (its schema is the API's for good)."""
+def add_predict(app: FastAPI, holder, opts, scored=None) -> None:
+    """``POST /predict`` for the model ``holder`` serves now (its schema is the API's for good).
+    ``scored(loaded, records, probabilities, labels, scope)``, when given, is told of every 200 answer
+    (metrics, live drift, prediction log: ``app._on_scored``), on the event loop's thread."""
     first = holder.current
     Record = record_model(first.dataset, first.scorer.categories, opts.unknown_categories)
     decoder = request_decoder(first.dataset, first.scorer.categories, opts.unknown_categories, opts.max_batch)
@@ -46,6 +48,7 @@ def add_predict(app: FastAPI, holder, opts) -> None:
 
     async def predict(
         body: Annotated[Record | Annotated[list[Record], Field(min_length=1)], Body()],  # type: ignore[valid-type]
+        request: Request,
     ):
         # async and synchronous inside: no thread hop per request; the booster call is short, and one
         # event loop thread is also what makes the scorer's preallocated row safe.
@@ -53,25 +56,28 @@ def add_predict(app: FastAPI, holder, opts) -> None:
         records = body if isinstance(body, list) else [body]
         if len(records) > max_batch:  # normally refused before validation (OrjsonRequest); kept as the rule
             return JSONResponse({"detail": too_many_records(len(records), max_batch)}, status_code=413)
-        return Response(answer(loaded, [r.__dict__ for r in records]), media_type=JSON)
+        return Response(answer(loaded, [r.__dict__ for r in records], request.scope, scored), media_type=JSON)
 
     too_large = {413: {"model": Detail, "description": "Body or batch over the configured limits."}}
     app.router.add_api_route(
         "/predict", predict, methods=["POST"], summary="Score one record or a list of records",
         response_model=response_model(first.scorer.positive_label, first.scorer.negative_label),
-        responses=too_large, route_class_override=predict_route(holder, decoder, max_batch))
+        responses=too_large, route_class_override=predict_route(holder, decoder, max_batch, scored))
     routes = app.router.routes
     routes.insert(0, routes.pop())  # matched first: not after the docs' four routes, on every request
 
 
-def answer(loaded, records: list) -> bytes:
+def answer(loaded, records: list, scope=None, scored=None) -> bytes:
     """The 200 body for validated records (see ``FastScorer.encode``), from both request paths."""
     p, labels = loaded.scorer.score(records)
+    probabilities = p.tolist()
+    if scored is not None:
+        scored(loaded, records, probabilities, labels, scope)
     return orjson.dumps({"model": loaded.info["name"], "version": loaded.info["version"],
-                         "predictions": [{"probability": v, "prediction": c} for v, c in zip(p.tolist(), labels)]})
+                         "predictions": [{"probability": v, "prediction": c} for v, c in zip(probabilities, labels)]})
 
 
-def predict_route(holder, decoder, max_batch: int) -> type[APIRoute]:
+def predict_route(holder, decoder, max_batch: int, scored=None) -> type[APIRoute]:
     """The route class of ``POST /predict``: msgspec's path in front of the endpoint FastAPI built."""
     import msgspec
 
@@ -81,7 +87,7 @@ def predict_route(holder, decoder, max_batch: int) -> type[APIRoute]:
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             if decoder is not None:
-                self.app = fast_path(self.app, holder, decoder.decode, refused)
+                self.app = fast_path(self.app, holder, decoder.decode, refused, scored)
 
         def get_route_handler(self):
             handler = super().get_route_handler()
@@ -94,7 +100,7 @@ def predict_route(holder, decoder, max_batch: int) -> type[APIRoute]:
     return PredictRoute
 
 
-def fast_path(pydantic_path, holder, decode, refused):
+def fast_path(pydantic_path, holder, decode, refused, scored=None):
     """The route's ASGI app: a body msgspec takes is scored and answered here; any other goes on to
     ``pydantic_path`` (FastAPI's request handling of the endpoint) as it came."""
     headers = [(b"content-type", b"application/json")]
@@ -109,7 +115,7 @@ def fast_path(pydantic_path, holder, decode, refused):
             except refused:
                 pass
             else:
-                out = answer(holder.current, data if type(data) is list else [data])
+                out = answer(holder.current, data if type(data) is list else [data], scope, scored)
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [(b"content-length", b"%d" % len(out)), *headers]})
                 return await send({"type": "http.response.body", "body": out})

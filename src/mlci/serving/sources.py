@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlci.config.settings import REFERENCE_PROFILE
 from mlci.data.dataset import BUILTIN_DATASETS, Column, DatasetDef, load_dataset_def
 from mlci.errors import PrerequisiteError
 from mlci.serving.schema import schema_key
@@ -33,6 +34,9 @@ class Loaded:
     dataset: DatasetDef
     key: tuple
     info: dict
+    #: The model's reference profile (``reference.json``, ``mlci.monitoring.profile``), None when it has
+    #: none (trained before mlci made one) or it describes another model: no live drift then.
+    reference: dict | None = None
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Candidate:
     pipeline: Any
     card: dict
     info: dict = field(default_factory=dict)
+    reference: dict | None = None
 
 
 class RegistrySource:
@@ -72,12 +77,14 @@ class RegistrySource:
                 f"{self.name} v{version}: model artifact sha256 {actual} does not match the registry's {expected}"))
             card_path = path.with_name("model.json")
             card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+            # The version's artifacts are downloaded whole: its reference profile lies beside the pickle.
+            reference = read_reference(path.with_name(REFERENCE_PROFILE), expected)
         run = reg.client.get_run(mv.run_id) if mv.run_id else None
         if not card.get("dataset") and run is not None and run.data.params.get("dataset") in BUILTIN_DATASETS:
             # Registered before versions carried their card: the run names its (built-in) dataset.
             ds = load_dataset_def(run.data.params["dataset"])
             card = {"dataset": ds.model_dump(mode="json"), "positive_label": ds.positive_label}
-        return Candidate(str(version), pipeline, card, self._info(str(version), mv, run, card, expected))
+        return Candidate(str(version), pipeline, card, self._info(str(version), mv, run, card, expected), reference)
 
     def _info(self, version: str, mv, run, card: dict, model_sha256: str | None) -> dict:
         from mlci.tracking.store import T, commit_of
@@ -135,7 +142,8 @@ class DirSource:
             "model_sha256": card.get("sha256"),
             "run_id": None,
         }
-        return Candidate(card.get("sha256", ident), pipeline, card, info)
+        reference = read_reference(self.model_dir / REFERENCE_PROFILE, card.get("sha256"))
+        return Candidate(card.get("sha256", ident), pipeline, card, info, reference)
 
     def _metrics(self, card: dict) -> dict:
         """The validation metrics of ``results/train_metadata.json``, if they are this very model's."""
@@ -184,7 +192,26 @@ def prepare(c: Candidate) -> Loaded:
     ranges = {f.name: (f.min, f.max) for f in ds.features}
     scorer.verify(c.pipeline, smoke_records(scorer.features, scorer.categories, ranges))
     info = dict(c.info, loaded_at=utc_now('milliseconds'))
-    return Loaded(c.ident, scorer, ds, schema_key(ds, scorer.categories), info)
+    return Loaded(c.ident, scorer, ds, schema_key(ds, scorer.categories), info, c.reference)
+
+
+def read_reference(path: Path, model_sha256: str | None) -> dict | None:
+    """The reference profile at ``path`` if it is this model's; None otherwise (the server then shows no
+    drift, and says why once in its log: a missing profile must not stop a model being served)."""
+    import logging
+
+    try:
+        profile = json.loads(path.read_text())
+    except FileNotFoundError:
+        logging.getLogger("mlci.serve").warning("%s: no reference profile; no live drift on /metrics", path.name)
+        return None
+    except (OSError, ValueError) as e:
+        logging.getLogger("mlci.serve").warning("%s unreadable (%s); no live drift on /metrics", path.name, one_line(e))
+        return None
+    if not isinstance(profile, dict) or profile.get("model_sha256") != model_sha256:
+        logging.getLogger("mlci.serve").warning("%s describes another model; no live drift on /metrics", path.name)
+        return None
+    return profile
 
 
 def _dataset_of(c: Candidate) -> DatasetDef:
