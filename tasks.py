@@ -3,6 +3,7 @@
 
     python3 tasks.py run      # set up .venv (what running needs), then run the whole pipeline
     python3 tasks.py run --profile best   # the same, with the best profile's extra (CatBoost, XGBoost, Optuna)
+    python3 tasks.py setup    # only set up .venv for running (then .venv/bin/mlci ..., e.g. monitor)
     python3 tasks.py test     # set up .venv (with every test tool), then run the test suite
     python3 tasks.py test-unit  # only the fast unit tier (tests/unit: pytest -m unit, seconds)
     python3 tasks.py bench    # the pipeline benchmark (bench/pipeline.py)
@@ -14,6 +15,7 @@
     python3 tasks.py bench-split      # the row-hash split against a stratified split (bench/split.py)
     python3 tasks.py bench-scale      # the whole pipeline vs its floor at 1x, 10x, 100x rows (bench/scale.py)
     python3 tasks.py bench-cli        # how fast runs, diff, promote and rollback answer (bench/cli_latency.py)
+    python3 tasks.py bench-monitor    # the reference profile's size, mlci monitor on 1 M records (bench/monitor.py)
     python3 tasks.py lock     # re-pin requirements.lock from pyproject.toml
 
 Set-up creates ``.venv`` and installs exactly the versions pinned in
@@ -138,6 +140,9 @@ def main(argv: list[str]) -> int:
            "--extra", "best", "--constraint", "requirements.lock", "pyproject.toml", "-o", "requirements-best.lock")
         return 0
     # A run of the best profile gets its extra; other runs only what running needs.
+    if task == "setup":
+        setup("run")
+        return 0
     setup(("best" if _wants_best(rest) else "run") if task == "run" else "test")
     if task == "run":
         # Whatever the first run imports beyond the warm-up is cached too.
@@ -162,6 +167,8 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "python"), "bench/scale.py", *rest])
     if task == "bench-cli":
         return subprocess.call([str(BIN / "python"), "bench/cli_latency.py", *rest])
+    if task == "bench-monitor":
+        return subprocess.call([str(BIN / "python"), "bench/monitor.py", *rest])
     if task == "bench-serve":
         return subprocess.call([str(BIN / "python"), "bench/serve.py", *rest])
     print(f"unknown task {task!r}\n{__doc__}", file=sys.stderr)

@@ -18,6 +18,7 @@ from conftest import ROOT, processes_under, repo_files
 BIN = Path(sys.executable).parent
 GROOVY_LINT = "npm-groovy-lint@15.2.2"  # 15: Node 20 and the installed Java (18 needs Node 22)
 CHAIN = ["github-to-container", "preprocessing", "train", "test"]
+MONITOR = "monitor-and-retrain"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def mlci_commands(text: str) -> list[list[str]]:
 
 
 def test_jjb_renders_the_tutorials_four_jobs(jobs):
-    assert sorted(jobs) == sorted(CHAIN)
+    assert sorted(jobs) == sorted(CHAIN + [MONITOR])
     for name, job in jobs.items():
         assert job.findtext(".//com.coravy.hudson.plugins.github.GithubProjectProperty/projectUrl").startswith(
             "https://github.com/"), name
@@ -72,6 +73,8 @@ def test_jjb_chain_builds_each_job_after_a_stable_upstream(jobs):
 def test_jjb_jobs_have_jenkins_basics(jobs):
     """No overlapping chains, a timeout, the container gone after any failure, JUnit and the archive."""
     for name, job in jobs.items():
+        if name == MONITOR:
+            continue
         assert job.findtext("blockBuildWhenDownstreamBuilding") == "true", name
         assert job.findtext("blockBuildWhenUpstreamBuilding") == "true", name
         timeout = job.find(".//hudson.plugins.build__timeout.BuildTimeoutWrapper")
@@ -85,12 +88,31 @@ def test_jjb_jobs_have_jenkins_basics(jobs):
     assert "docker cp model:/data/results ./results" in shell(test)
 
 
+def test_jjb_monitor_job_retrains_only_on_the_monitors_failure(jobs):
+    """Nightly, outside the push chain: `mlci monitor` on the prediction logs; exit 12 (a rule failed)
+    runs the pipeline on the fresh data (which gates against the champion); any other failure fails."""
+    job = jobs[MONITOR]
+    assert job.findtext("triggers/hudson.triggers.TimerTrigger/spec") == "H 3 * * *"
+    assert job.find("triggers/jenkins.triggers.ReverseBuildTrigger") is None
+    text = shell(job)
+    assert text.index("monitor /data/predictions") < text.index('"$rc" -eq 12') < text.index("{image} run".replace(
+        "{image}", "adult-model"))
+    assert 'exit "$rc"' in text and "mlci-predictions:/data/predictions:ro" in text
+    for path in (ROOT / "jenkins" / "monitor.Jenkinsfile", ROOT / ".github" / "workflows" / "monitor.yml"):
+        t = path.read_text()
+        assert "monitor" in t and "12" in t, path
+    flow = (ROOT / ".github" / "workflows" / "monitor.yml").read_text()
+    assert "schedule:" in flow and "cron:" in flow
+    assert flow.index("mlci monitor") < flow.index("steps.monitor.outputs.exit_code == '12'") < flow.index(
+        "python3 tasks.py run")
+
+
 def test_every_ci_step_is_a_real_mlci_command(jobs):
     from mlci.cli import main
 
-    texts = [shell(j) for j in jobs.values()] + [(ROOT / "Jenkinsfile").read_text()]
-    workflow = ROOT / ".github" / "workflows" / "pipeline.yml"
-    if workflow.exists():
+    texts = [shell(j) for j in jobs.values()] + [(ROOT / "Jenkinsfile").read_text(),
+                                                  (ROOT / "jenkins" / "monitor.Jenkinsfile").read_text()]
+    for workflow in (ROOT / ".github" / "workflows").glob("*.yml"):
         texts.append(workflow.read_text())
     used = [c for t in texts for c in mlci_commands(t)]
     assert len(used) >= 10
@@ -124,7 +146,7 @@ def test_groovy_passes_npm_groovy_lint_and_a_broken_jenkinsfile_does_not(tmp_pat
     broken.write_text((ROOT / "Jenkinsfile").read_text().replace("stage('Train') {", "stage('Train') {{", 1))
     try:
         good = [groovy_lint("--failon", "warning", "--output", "txt", path, cwd=ROOT)
-                for path in ("Jenkinsfile", "jenkins/adult_model_job.groovy")]
+                for path in ("Jenkinsfile", "jenkins/monitor.Jenkinsfile", "jenkins/adult_model_job.groovy")]
         bad = groovy_lint("--failon", "error", "--output", "txt", "Jenkinsfile", cwd=tmp_path)
     finally:
         groovy_lint("--killserver", cwd=tmp_path)  # its CodeNarc server would outlive the test
@@ -215,9 +237,10 @@ def test_github_workflow_runs_under_act(tmp_path):
 def test_github_workflow_is_hardened():
     """zizmor (the GitHub Actions auditor) finds nothing; and what it cannot judge, checked by hand."""
     workflow = ROOT / ".github" / "workflows" / "pipeline.yml"
-    proc = subprocess.run([BIN / "zizmor", "--offline", "--format", "plain", str(workflow)], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for flow in (workflow, ROOT / ".github" / "workflows" / "monitor.yml"):
+        proc = subprocess.run([BIN / "zizmor", "--offline", "--format", "plain", str(flow)], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     text = workflow.read_text()
     uses = re.findall(r"uses: (\S+)", text)
     assert uses and all(re.fullmatch(r"[\w./-]+@[0-9a-f]{40}", u) for u in uses)  # pinned to commits
