@@ -78,3 +78,21 @@ def test_the_class_share_stays_close_without_stratifying():
 def test_too_few_rows_is_a_data_error_naming_the_data(data):
     with pytest.raises(DataError, match="^adult.data: too few rows to split"):
         split_frame(data, "y", 0.2, 0.2, 42, "adult.data")
+
+
+def test_the_dask_engines_samples_are_not_the_splits_own_hash(tmp_path):
+    """A sample of a split drawn by the row hash under the split's own seed would be empty (the
+    split took rows by that hash): the Dask engine's samples mix another seed in."""
+    from mlci.config.params import Params
+    from mlci.config.settings import BUNDLED_DATA
+    from mlci.data.load import load_table
+    from mlci.data.split import split_frame
+    from mlci.stages.cluster.evaluate import sample_part
+
+    ds = Params().dataset_def()
+    frame = load_table(BUNDLED_DATA, ds).frame
+    validation = split_frame(frame, ds.target, 0.2, 0.2, 42, "adult")["validation"]
+    path = tmp_path / "part.parquet"
+    validation.to_parquet(path)
+    sample = sample_part(str(path), 42, 0.1)  # the split's seed
+    assert abs(len(sample) - 0.1 * len(validation)) < 0.02 * len(validation)

@@ -20,6 +20,9 @@ import pandas as pd
 from mlci.stages.cluster.client import gather
 
 LOGIT_MAX = 18.0
+#: Mixed into the seed of the row hash that picks a sample: the split chose its rows by the same
+#: hash under the split's seed, so a sample under that seed would take none of a split's rows.
+SAMPLE_SEED = 0x5A3B1E
 BINS = int(2 * LOGIT_MAX * 1024)
 
 
@@ -106,7 +109,7 @@ def score_part(path: str, model, features: list[str], target: str, positive: str
         out = Path(scores_dir) / Path(path).name
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.replace_schema_metadata({"model_sha256": sha}), out)
-    keep = row_positions(frame, seed) < sample if sample < 1 else np.ones(len(frame), dtype=bool)
+    keep = row_positions(frame, seed ^ SAMPLE_SEED) < sample if sample < 1 else np.ones(len(frame), dtype=bool)
     picked = frame.loc[keep].assign(__probability=proba[keep]).reset_index(drop=True)
     return {"counts": counts(y, proba, threshold), "sample": picked}
 
@@ -115,7 +118,7 @@ def sample_part(path: str, seed: int, sample: float) -> pd.DataFrame:
     from mlci.data.split import row_positions
 
     frame = pd.read_parquet(path)
-    return frame if sample >= 1 else frame.loc[row_positions(frame, seed) < sample].reset_index(drop=True)
+    return frame if sample >= 1 else frame.loc[row_positions(frame, seed ^ SAMPLE_SEED) < sample].reset_index(drop=True)
 
 
 def score_split(c, split_dir: Path, model, ds, threshold: float, scores_path: Path | None, sample_rows: int,
