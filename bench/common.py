@@ -74,3 +74,16 @@ def call(ws: Path, *args: str, src: Path | None = None, track: bool = False, ok=
     if proc.returncode not in ok:
         sys.exit(f"mlci {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return elapsed, proc
+
+
+def repeated(n: int, tmp: Path) -> Path:
+    """``adult.data`` repeated ``n`` times into ``tmp`` (its trailing blank line once, at the end);
+    the file itself for 1."""
+    if n == 1:
+        return DATA
+    out = tmp / f"adult_x{n}.data"
+    body = DATA.read_bytes().rstrip(b"\n") + b"\n"
+    with open(out, "wb") as fh:
+        for _ in range(n):
+            fh.write(body)
+    return out

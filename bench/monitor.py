@@ -23,18 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, mlci, workspace  # noqa: E402
-
-
-def repeated(n: int, tmp: Path) -> Path:
-    if n == 1:
-        return DATA
-    out = tmp / f"adult_x{n}.data"
-    body = DATA.read_bytes().rstrip(b"\n") + b"\n"
-    with open(out, "wb") as fh:
-        for _ in range(n):
-            fh.write(body)
-    return out
+from common import DATA, mlci, repeated, workspace  # noqa: E402
 
 
 def batches(ws: Path, records: int, tmp: Path) -> tuple[Path, Path]:

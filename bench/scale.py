@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, env  # noqa: E402
+from common import DATA, ROOT, env, repeated  # noqa: E402
 
 FLOOR = r"""
 import sys, pandas as pd, lightgbm as lgb, yaml
@@ -70,34 +70,11 @@ lgb.LGBMClassifier(n_estimators=p["n_estimators"], learning_rate=p["learning_rat
 """
 
 
-def repeated(n: int, tmp: Path) -> Path:
-    """``adult.data`` repeated ``n`` times (its trailing blank line once, at the end)."""
-    if n == 1:
-        return DATA
-    out = tmp / f"adult_x{n}.data"
-    body = DATA.read_bytes().rstrip(b"\n") + b"\n"
-    with open(out, "wb") as fh:
-        for _ in range(n):
-            fh.write(body)
-    return out
-
-
 def _tree_pss(pid: int) -> int:
     """PSS bytes of ``pid`` and all its descendants (Linux /proc): pages a forked child shares
     with its parent count once, split between them, where a sum of RSS would count them twice."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    parent = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
+    total = 0
+    for p in [pid, *_descendants(pid)]:
         try:
             with open(f"/proc/{p}/smaps_rollup") as fh:
                 total += next(int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss:"))
