@@ -57,8 +57,7 @@ def _inputs_on_cluster(s: S.Settings, params) -> ReportInputs:
     ``report.figure_rows`` rows, scored on the workers (the headline figures of train and test
     metadata come from every row); the report says so."""
     from mlci.stages.cluster.client import client, translated
-    from mlci.stages.cluster.evaluate import score_split
-    from mlci.modeling.estimator import decision_threshold
+    from mlci.stages.cluster.evaluate import sample_split
 
     model, card = load_model(s.model_dir)
     ds = DatasetDef.model_validate(card["dataset"])
@@ -68,11 +67,12 @@ def _inputs_on_cluster(s: S.Settings, params) -> ReportInputs:
     c = client(params.dask)
     frames, labels, probas = {}, {}, {}
     with translated("report on the Dask cluster"):
-        samples = {name: score_split(c, s.split_path(name), model, ds, decision_threshold(model), None,
-                                     params.report.figure_rows, pre.get("rows", {}).get(name, 0), params.report.seed,
-                                     card["sha256"], params.dask.step_timeout)[1]
+        # The sample only comes here, and only it is scored (here: it is bounded).
+        samples = {name: sample_split(c, s.split_path(name), params.report.figure_rows,
+                                      pre.get("rows", {}).get(name, 0), params.report.seed, params.dask.step_timeout)
                    for name in (("validation", "test") if test_scored else ("validation",))}
     for name, sample in samples.items():
+        sample["__probability"] = predict_proba(model, sample[card["features"]], ds.positive_label)
         for col in ds.features:
             if col.type == "categorical":
                 sample[col.name] = sample[col.name].astype("category")
