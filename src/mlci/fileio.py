@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import json
 import os
 import tempfile
@@ -99,11 +100,15 @@ def read_json(path: Path, shape: type = dict) -> Any:
 
 
 def remove_stale_temps(directory: Path) -> None:
-    """Delete temporary files left by a run that was killed mid-write."""
+    """Delete temporary files (and the Dask engine's temporary directories) left by a run that was
+    killed mid-write."""
     if directory.is_dir():
         for p in directory.glob(f"{TMP_PREFIX}*"):
             with contextlib.suppress(OSError):
-                p.unlink()
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
 
 
 #: Hashes already computed in this process, by what identifies a file's content without reading it

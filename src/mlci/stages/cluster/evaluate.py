@@ -106,8 +106,7 @@ def score_part(path: str, model, features: list[str], target: str, positive: str
         import pyarrow.parquet as pq
 
         table = pa.table({"label": y.astype(np.int8), "probability": proba.astype(np.float64)})
-        out = Path(scores_dir) / Path(path).name
-        out.parent.mkdir(parents=True, exist_ok=True)
+        out = Path(scores_dir) / Path(path).name  # the client made the directory (see files.remove_dir)
         pq.write_table(table.replace_schema_metadata({"model_sha256": sha}), out)
     keep = row_positions(frame, seed ^ SAMPLE_SEED) < sample if sample < 1 else np.ones(len(frame), dtype=bool)
     picked = frame.loc[keep].assign(__probability=proba[keep]).reset_index(drop=True)
@@ -132,6 +131,8 @@ def score_split(c, split_dir: Path, model, ds, threshold: float, scores_path: Pa
     share = min(1.0, sample_rows / max(total_rows, 1))
     model_future = c.scatter(model, broadcast=True, hash=False)
     tmp = None if scores_path is None else scores_path.parent / f".mlci-tmp-dask-{uuid.uuid4().hex[:12]}"
+    if tmp is not None:
+        tmp.mkdir(parents=True)
     features = [col.name for col in ds.features]
     try:
         futures = [c.submit(score_part, f, model_future, features, ds.target, ds.positive_label, threshold,
@@ -142,9 +143,9 @@ def score_split(c, split_dir: Path, model, ds, threshold: float, scores_path: Pa
             replace_dir(tmp, scores_path)
     finally:
         if tmp is not None:
-            import shutil
+            from mlci.stages.cluster.files import remove_dir
 
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_dir(tmp)
     total = results[0]["counts"]
     for r in results[1:]:
         total = add(total, r["counts"])

@@ -17,3 +17,16 @@ def replace_dir(tmp: Path, target: Path) -> None:
     elif target.exists():
         target.unlink()
     tmp.rename(target)
+
+
+def remove_dir(tmp: Path, tries: int = 5) -> None:
+    """Remove a temporary directory that cancelled tasks may still be writing into: a worker's
+    running task is not stopped by a cancel, so a file may appear while it is being removed.
+    The tasks never create the directory itself, so once it is gone they cannot write again."""
+    import time
+
+    for _ in range(tries):
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not tmp.exists():
+            return
+        time.sleep(0.5)

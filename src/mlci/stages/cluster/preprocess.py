@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mlci.stages.cluster.client import client, gather, translated
+from mlci.stages.cluster.files import remove_dir
 from mlci.config import settings as S
 from mlci.data.dataset import DatasetDef
 from mlci.data.sources import fingerprint, listing
@@ -112,8 +113,9 @@ def load_part(part: Part, ds: DatasetDef, seed: int, validation: float, test: fl
             stats["categories"] = {c.name: sorted(map(str, rows[c.name].dropna().unique()))
                                    for c in ds.features if c.type == "categorical" and c.categories is None}
         if len(rows):
+            # The client made these directories; after a failure it removes them, and a task still
+            # running then must not make them again (its write fails instead).
             target = Path(out) / f"{name}.parquet" / f"part-{index:05d}.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
             # Text, not pandas categoricals: each part's categories would differ, and so its schema.
             plain = rows.reset_index(drop=True).astype({c: "string" for c in rows.columns
                                                         if isinstance(rows[c].dtype, pd.CategoricalDtype)})
@@ -140,6 +142,8 @@ def preprocess(ctx: StageContext) -> dict:
     ctx.echo(f"preprocess: {len(parts)} partitions of {source} on {len(c.scheduler_info()['workers'])} Dask workers")
     sp = params.split
     tmp = s.processed_data_dir / f"{TMP_PREFIX}dask-{uuid.uuid4().hex[:12]}"
+    for name in S.SPLITS:
+        (tmp / f"{name}.parquet").mkdir(parents=True)
     try:
         futures = [c.submit(load_part, p, ds, sp.seed, sp.validation, sp.test, str(tmp.resolve()), i,
                             pure=False, key=f"mlci-preprocess-{i}-{uuid.uuid4().hex[:8]}")
@@ -157,7 +161,7 @@ def preprocess(ctx: StageContext) -> dict:
         write_csv(pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=["part", "line", "column", "reason"]),
                   s.rejects_path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_dir(tmp)
     write_json(s.result(S.PREPROCESS_METADATA), meta)
     return meta
 
