@@ -54,35 +54,34 @@ def webhook(repo_url: str, branches: tuple[str, ...], repository: str | None, wo
               help="Serve this model directory (model.pkl + model.json) instead of the registry's champion.")
 @click.option("--poll", envvar="MLCI_SERVE_POLL", show_envvar=True, type=click.FloatRange(min=0), default=30.0,
               show_default=True,
-              help="Seconds between looks at the model source for a new model (0: never; see POST /admin/reload).")
+              help="Seconds between looks for a new model (0: never).")
 @click.option("--unknown-categories", envvar="MLCI_SERVE_UNKNOWN_CATEGORIES", show_envvar=True,
               type=click.Choice(["reject", "accept"]), default="reject", show_default=True,
-              help="An unknown category: a 422 naming the field, or accepted and scored as missing.")
+              help="An unknown category: a 422, or scored as missing.")
 @click.option("--max-batch", envvar="MLCI_SERVE_MAX_BATCH", show_envvar=True, type=click.IntRange(min=1),
               default=10_000, show_default=True, help="Most records per request (413 beyond).")
 @click.option("--max-body-bytes", envvar="MLCI_SERVE_MAX_BODY_BYTES", show_envvar=True,
               type=click.IntRange(min=1024), default=8 * 1024 * 1024, show_default=True,
               help="Largest request body (413 beyond).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
-              help="Allow browser requests from ORIGIN (repeatable). Default: no CORS headers at all.")
+              help="Allow browser requests from ORIGIN (repeatable; default: none).")
 @click.option("--access-log", is_flag=True, envvar="MLCI_SERVE_ACCESS_LOG", show_envvar=True,
-              help="Log every request, with its request id (off by default: it costs throughput).")
+              help="Log every request, with its request id (it costs throughput).")
 @click.option("--log-format", envvar="MLCI_SERVE_LOG_FORMAT", show_envvar=True, type=click.Choice(["text", "json"]),
               default="text", show_default=True, help="json: one JSON object per log line.")
 @click.option("--metrics/--no-metrics", envvar="MLCI_SERVE_METRICS", show_envvar=True, default=True,
               show_default=True, help="GET /metrics (Prometheus' text format), live drift included.")
 @click.option("--log-predictions", envvar="MLCI_SERVE_LOG_PREDICTIONS", show_envvar=True, metavar="DIR",
               type=click.Path(path_type=Path), default=None,
-              help="Append served records and their predictions to Parquet files in DIR (personal data: "
-                   "every feature of every sampled request). Off by default.")
+              help="Log served records and predictions to Parquet files in DIR (personal data).")
 @click.option("--log-sample", envvar="MLCI_SERVE_LOG_SAMPLE", show_envvar=True,
               type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Share of requests logged (decided by a hash of the request id).")
 @click.option("--log-max-bytes", envvar="MLCI_SERVE_LOG_MAX_BYTES", show_envvar=True,
               type=click.IntRange(min=10_000), default=256 << 20, show_default=True,
-              help="Most bytes of log files kept in DIR: the oldest files are deleted beyond (the retention).")
-@click.option("--log-flush-seconds", envvar="MLCI_SERVE_LOG_FLUSH_SECONDS", show_envvar=True,
-              type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Bytes of log files kept in DIR (the oldest go first).")
+@click.option("--log-flush-seconds", envvar="MLCI_SERVE_LOG_FLUSH_SECONDS", hidden=True,  # README, "Watching the server"
+              type=click.FloatRange(min=0.1), default=10.0,
               help="A log file is written at least this often while records come (and every 10,000 records).")
 @click.option("-S", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a parameter, as for the pipeline, e.g. -S tracking.model_name=churn (repeatable).")
@@ -94,11 +93,9 @@ def serve(ctx: click.Context, host: str, port: int, model_dir: Path | None, poll
           log_flush_seconds: float, overrides: tuple[str, ...]) -> None:
     """Serve the model over HTTP: POST /predict, GET /health, /ready, /model, /metrics; POST /admin/reload.
 
-    The model is the registry's champion (tracking.model_name and tracking.alias in params.yaml,
-    MLFLOW_TRACKING_URI), or --model-dir. Its pickle is loaded only after its sha256 matches the
-    one recorded at training time. A new champion is picked up without restarting; one that fails
-    to load leaves the old one serving. POST /admin/reload needs Authorization: Bearer
-    $MLCI_SERVE_TOKEN and is disabled when that variable is unset.
+    The registry's champion (tracking.* in params.yaml), or --model-dir, loaded only if its sha256
+    matches training's; a new champion replaces it without a restart. POST /admin/reload needs
+    Authorization: Bearer $MLCI_SERVE_TOKEN (disabled when unset).
     """
     from mlci.serving.options import Options
     from mlci.serving.server import serve as run_server
