@@ -42,14 +42,20 @@ def _env(extra: dict | None = None) -> dict:
     return env
 
 
-@pytest.fixture(scope="module")
-def registry_ws(tmp_path_factory) -> Path:
-    """A git workspace with a tracked registry: v1 (defaults) and v2 (300 trees), v2 the champion."""
-    ws = populate(tmp_path_factory.mktemp("serve"))
+def git_workspace(root: Path) -> Path:
+    """A workspace in ``root`` whose params.yaml is committed to git (a run records its commit)."""
+    ws = populate(root)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
     subprocess.run([*git, "add", "params.yaml"], cwd=ws, check=True)
     subprocess.run([*git, "commit", "-qm", "params"], cwd=ws, check=True)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def registry_ws(tmp_path_factory) -> Path:
+    """A git workspace with a tracked registry: v1 (defaults) and v2 (300 trees), v2 the champion."""
+    ws = git_workspace(tmp_path_factory.mktemp("serve"))
     for args in ((), ("-S", "train.n_estimators=300")):
         proc = run_mlci("run", "--json", "--until", "gate", *args, cwd=ws, env={"MLCI_NO_TRACK": ""})
         assert proc.returncode == 0, proc.stderr

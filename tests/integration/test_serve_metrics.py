@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,9 +16,9 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from conftest import populate, run_mlci
+from conftest import run_mlci
 from prometheus_client.parser import text_string_to_metric_families
-from test_serve import GOOD, TOKEN, Server, records
+from test_serve import GOOD, TOKEN, Server, git_workspace, records
 
 from mlci import errors
 
@@ -27,11 +26,7 @@ from mlci import errors
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Path:
     """A git workspace with one tracked run: the registry's champion v1, and the same model in models/."""
-    ws = populate(tmp_path_factory.mktemp("serve-metrics"))
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
-    subprocess.run([*git, "add", "params.yaml"], cwd=ws, check=True)
-    subprocess.run([*git, "commit", "-qm", "params"], cwd=ws, check=True)
+    ws = git_workspace(tmp_path_factory.mktemp("serve-metrics"))
     proc = run_mlci("run", "--json", "--until", "gate", cwd=ws, env={"MLCI_NO_TRACK": ""})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tracking"]["promoted"] is True
