@@ -91,61 +91,61 @@ def metrics(c: dict, threshold: float) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in out.items()}
 
 
-def score_part(path: str, model, features: list[str], target: str, positive: str, threshold: float,
-               scores_dir: str | None, sample: float, seed: int, sha: str) -> dict:
-    """One part file's task: its rows' probabilities (written beside the others when ``scores_dir``),
-    their :func:`counts`, and a seeded sample of its rows (``sample``: the share kept)."""
+def _sampled(frame: pd.DataFrame, seed: int, share: float) -> np.ndarray:
+    """Which rows of ``frame`` a seeded sample of ``share`` of them keeps (a row's fate depends on
+    its values only, so the same rows whatever the partitions)."""
     from mlci.data.split import row_positions
+
+    return row_positions(frame, seed ^ SAMPLE_SEED) < share if share < 1 else np.ones(len(frame), dtype=bool)
+
+
+def score_part(path: str, model, features: list[str], target: str, positive: str, threshold: float,
+               scores_dir: str, sample: float, seed: int, sha: str) -> dict:
+    """One part file's task: its rows' probabilities (written beside the others in ``scores_dir``),
+    their :func:`counts`, and a seeded sample of its rows (``sample``: the share kept)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from mlci.modeling.estimator import predict_proba
 
     frame = pd.read_parquet(path)
     proba = predict_proba(model, frame[features], positive)
     y = np.asarray(frame[target] == positive)
-    if scores_dir is not None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.table({"label": y.astype(np.int8), "probability": proba.astype(np.float64)})
-        out = Path(scores_dir) / Path(path).name  # the client made the directory (see files.remove_dir)
-        pq.write_table(table.replace_schema_metadata({"model_sha256": sha}), out)
-    keep = row_positions(frame, seed ^ SAMPLE_SEED) < sample if sample < 1 else np.ones(len(frame), dtype=bool)
+    table = pa.table({"label": y.astype(np.int8), "probability": proba.astype(np.float64)})
+    out = Path(scores_dir) / Path(path).name  # the client made the directory (see files.remove_dir)
+    pq.write_table(table.replace_schema_metadata({"model_sha256": sha}), out)
+    keep = _sampled(frame, seed, sample)
     picked = frame.loc[keep].assign(__probability=proba[keep]).reset_index(drop=True)
     return {"counts": counts(y, proba, threshold), "sample": picked}
 
 
 def sample_part(path: str, seed: int, sample: float) -> pd.DataFrame:
-    from mlci.data.split import row_positions
-
     frame = pd.read_parquet(path)
-    return frame if sample >= 1 else frame.loc[row_positions(frame, seed ^ SAMPLE_SEED) < sample].reset_index(drop=True)
+    return frame.loc[_sampled(frame, seed, sample)].reset_index(drop=True)
 
 
-def score_split(c, split_dir: Path, model, ds, threshold: float, scores_path: Path | None, sample_rows: int,
+def score_split(c, split_dir: Path, model, ds, threshold: float, scores_path: Path, sample_rows: int,
                 total_rows: int, seed: int, sha: str, timeout: float) -> tuple[dict, pd.DataFrame]:
     """The split's summed counts and a seeded sample of about ``sample_rows`` of its rows (with
     their probability in ``__probability``); its scores written to ``scores_path`` (a directory
-    of part files) when given."""
-    from mlci.stages.cluster.files import replace_dir
+    of part files)."""
+    from mlci.fileio import TMP_PREFIX
+    from mlci.stages.cluster.files import remove_dir, replace_dir
 
     files = part_files(split_dir)
     share = min(1.0, sample_rows / max(total_rows, 1))
     model_future = c.scatter(model, broadcast=True, hash=False)
-    tmp = None if scores_path is None else scores_path.parent / f".mlci-tmp-dask-{uuid.uuid4().hex[:12]}"
-    if tmp is not None:
-        tmp.mkdir(parents=True)
+    tmp = scores_path.parent / f"{TMP_PREFIX}dask-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir(parents=True)
     features = [col.name for col in ds.features]
     try:
         futures = [c.submit(score_part, f, model_future, features, ds.target, ds.positive_label, threshold,
-                            None if tmp is None else str(tmp.resolve()), share, seed, sha, pure=False)
+                            str(tmp.resolve()), share, seed, sha, pure=False)
                    for f in files]
         results = gather(c, futures, timeout, f"scoring {split_dir}")
-        if tmp is not None:
-            replace_dir(tmp, scores_path)
+        replace_dir(tmp, scores_path)
     finally:
-        if tmp is not None:
-            from mlci.stages.cluster.files import remove_dir
-
-            remove_dir(tmp)
+        remove_dir(tmp)
     total = results[0]["counts"]
     for r in results[1:]:
         total = add(total, r["counts"])

@@ -11,7 +11,6 @@ temporary directory, renamed into place at the end.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mlci.stages.cluster.client import client, gather, translated
-from mlci.stages.cluster.files import remove_dir
+from mlci.stages.cluster.files import remove_dir, replace_dir
 from mlci.config import settings as S
 from mlci.data.dataset import DatasetDef
 from mlci.data.sources import fingerprint, listing
@@ -152,12 +151,7 @@ def preprocess(ctx: StageContext) -> dict:
         meta = _summary(results, ds, source, params)
         rejects = [r["rejects"] for r in results if len(r["rejects"])]
         for name in S.SPLITS:
-            target = s.split_path(name)
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-            (tmp / f"{name}.parquet").rename(target)
+            replace_dir(tmp / f"{name}.parquet", s.split_path(name))
         write_csv(pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=["part", "line", "column", "reason"]),
                   s.rejects_path)
     finally:
