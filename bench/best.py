@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""The two model profiles side by side on the bundled data (targets for `best`: test accuracy
->= 0.875 and ROC-AUC >= 0.930 on the project's test split; training <= 120 s).
+"""The two model profiles side by side over several split seeds of the bundled data: what a
+reviewer would accept as an estimate of how each generalises, not one split's luck.
 
-    python3 tasks.py bench-best            # the project's split (params.yaml: split.seed 42)
-    python3 tasks.py bench-best --seeds 5  # also five other split seeds, paired (slow: ~20 min)
+    python3 tasks.py bench-best              # split seeds 42, 1, 2, 3, 4 (about 12 min, quiet machine)
+    python3 tasks.py bench-best --seeds 10   # more seeds: narrower intervals
 
-For each profile, in a fresh untracked workspace and process: the train stage's seconds, the model
-file's size, single-record predict latency (median of 300 calls, two ways: the server's scoring
-path, and the Pipeline on a one-row DataFrame as `mlci predict` would), and validation and test
-metrics with 95 % bootstrap intervals (1,000 resamples, the report's code). The test split is
-scored by `mlci test` after the gate, as in every run: nothing here feeds back into a choice.
+For every seed and profile, in a fresh untracked workspace and process, `mlci run --until test`:
+the train stage's seconds, and validation and test metrics (1,000 bootstrap resamples, the
+report's code). The test split is scored by `mlci test` after the gate, as in every run: nothing
+here feeds back into a choice. Printed: a table per seed, then per profile the mean test accuracy
+and ROC-AUC over the seeds, and the paired difference (best - default, seed by seed) with its 95 %
+t-interval. For the first seed also the model file's size and single-record predict latency
+(median of 300 calls: the server's scoring path, and the Pipeline on a one-row DataFrame).
+Targets (issue 22): best's train stage <= 120 s on a quiet 2-core machine; the mean test figures
+are the ones to move.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def intervals(ws: Path, split: str, threshold: float) -> dict:
     return out
 
 
-def one(profile: str, seed: int) -> dict:
+def one(profile: str, seed: int, latency_too: bool = True) -> dict:
     import pandas as pd
 
     with tempfile.TemporaryDirectory(prefix=f"mlci-bench-{profile}-") as t:
@@ -97,7 +101,7 @@ def one(profile: str, seed: int) -> dict:
         return {
             "profile": profile, "seed": seed, "train_s": stages["train"], "run_s": wall,
             "model_bytes": (ws / "models" / "model.pkl").stat().st_size, "threshold": threshold,
-            "latency": latency(ws / "models", card["features"], va),
+            "latency": latency(ws / "models", card["features"], va) if latency_too else None,
             "validation": intervals(ws, "validation", threshold), "test": intervals(ws, "test", threshold),
             "best": meta.get("best"),
         }
@@ -117,8 +121,9 @@ def table(results: list[dict]) -> None:
     print(f"| model file, KB | {d['model_bytes'] / 1e3:.0f} | {b['model_bytes'] / 1e3:.0f} | "
           f"{b['model_bytes'] / d['model_bytes']:.1f}x |")
     for key, label in (("server_ms", "one record, server path, ms"), ("pipeline_ms", "one record, Pipeline, ms")):
-        print(f"| {label} | {d['latency'][key]:.2f} | {b['latency'][key]:.2f} | "
-              f"{b['latency'][key] / d['latency'][key]:.1f}x |")
+        if d["latency"] and b["latency"]:
+            print(f"| {label} | {d['latency'][key]:.2f} | {b['latency'][key]:.2f} | "
+                  f"{b['latency'][key] / d['latency'][key]:.1f}x |")
     print(f"| decision threshold | {d['threshold']:.3f} | {b['threshold']:.3f} | |")
     for split in ("validation", "test"):
         for metric in ("acc", "acc_at_0.5", "roc_auc", "log_loss"):
@@ -126,29 +131,53 @@ def table(results: list[dict]) -> None:
             print(f"| {split} {metric} | {fmt(dv)} | {fmt(bv)} | {bv['value'] - dv['value']:+.4f} |")
 
 
+def paired(values: list[float]) -> tuple[float, float, float]:
+    """Mean of ``values`` and its 95 % t-interval (the seeds are the sample)."""
+    from scipy import stats
+
+    m = statistics.mean(values)
+    if len(values) < 2:
+        return m, float("nan"), float("nan")
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return m, m - half, m + half
+
+
+def summary(all_results: list[list[dict]]) -> None:
+    print("| split.seed | default test acc | best test acc | default test AUC | best test AUC | default train s "
+          "| best train s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for d, b in all_results:
+        print(f"| {d['seed']} | {d['test']['acc']['value']:.4f} | {b['test']['acc']['value']:.4f} | "
+              f"{d['test']['roc_auc']['value']:.4f} | {b['test']['roc_auc']['value']:.4f} | {d['train_s']:.1f} | "
+              f"{b['train_s']:.1f} |")
+    print(f"\nover {len(all_results)} split seeds (95 % t-intervals of the mean):\n")
+    print("| test metric | default, mean | best, mean | best - default, paired |")
+    print("|---|---:|---:|---:|")
+    for metric in ("acc", "roc_auc", "log_loss"):
+        dv = [d["test"][metric]["value"] for d, _ in all_results]
+        bv = [b["test"][metric]["value"] for _, b in all_results]
+        (dm, dl, dh), (bm, bl, bh) = paired(dv), paired(bv)
+        diff, lo, hi = paired([b - d for d, b in zip(dv, bv)])
+        print(f"| {metric} | {dm:.4f} [{dl:.4f}, {dh:.4f}] | {bm:.4f} [{bl:.4f}, {bh:.4f}] | "
+              f"{diff:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
+    train = [b["train_s"] for _, b in all_results]
+    print(f"\nbest train stage: median {statistics.median(train):.1f} s, max {max(train):.1f} s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=0, help="also this many other split seeds (1, 2, ...)")
+    ap.add_argument("--seeds", type=int, default=5, help="split seeds: 42, then 1, 2, ... (default 5)")
     args = ap.parse_args()
-    seeds = [42] + list(range(1, args.seeds + 1))
+    seeds = [42] + list(range(1, args.seeds))
     all_results = []
-    for seed in seeds:
-        results = [one(profile, seed) for profile in PROFILES]
+    for i, seed in enumerate(seeds):
+        results = [one(profile, seed, latency_too=i == 0) for profile in PROFILES]
         all_results.append(results)
         table(results)
         b = results[1]["best"]
-        print(f"\nbest: {json.dumps({k: b[k] for k in ('candidates', 'threshold', 'tuning', 'refit_seconds', 'seconds')})}"
+        print(f"\nbest: {json.dumps({k: b.get(k) for k in ('candidates', 'threshold', 'tuning', 'refit_seconds', 'final_fit_seconds', 'seconds')})}"
               "\n", flush=True)
-    if len(all_results) > 1:
-        print("| split.seed | default test acc | best test acc | default test AUC | best test AUC |")
-        print("|---|---:|---:|---:|---:|")
-        for d, b in all_results:
-            print(f"| {d['seed']} | {d['test']['acc']['value']:.4f} | {b['test']['acc']['value']:.4f} | "
-                  f"{d['test']['roc_auc']['value']:.4f} | {b['test']['roc_auc']['value']:.4f} |")
-        for metric in ("acc", "roc_auc"):
-            dm = statistics.mean(d["test"][metric]["value"] for d, _ in all_results)
-            bm = statistics.mean(b["test"][metric]["value"] for _, b in all_results)
-            print(f"| mean test {metric} | {dm:.4f} | {bm:.4f} | paired difference {bm - dm:+.4f} |")
+    summary(all_results)
     return 0
 
 

@@ -92,29 +92,48 @@ def test_best_profile_end_to_end(small):
     assert all(r["gain_share"] is None and r["permutation_mean"] is not None for r in report["importance"])
 
 
+def _flip(ws, split):
+    path = ws / "data" / "processed" / f"{split}.parquet"
+    frame = pd.read_parquet(path)
+    frame["income"] = frame["income"].map({">50K": "<=50K", "<=50K": ">50K"}).astype(frame["income"].dtype)
+    frame.to_parquet(path, index=False)
+
+
+def _choices(meta):
+    best = {k: v for k, v in meta["best"].items() if not k.endswith("seconds")}
+    best["tuning"] = {k: v for k, v in best["tuning"].items() if k != "seconds"}
+    best["candidates"] = {n: {k: v for k, v in c.items() if k != "cv_seconds"} for n, c in best["candidates"].items()}
+    return best
+
+
 def test_best_profile_choices_never_see_validation_or_test_labels(small, tmp_path):
-    """Everything chosen (tuned parameters, weights, threshold, the model itself) depends on the train
-    split alone: flipping every validation and test label changes no choice and not one byte of the model."""
+    """Everything chosen (tuned parameters, weights, threshold) depends on the train split alone.
+    Flipping every test label changes not one byte of the model; flipping every validation label
+    changes no choice and not the measured model (its validation ROC-AUC becomes 1 - AUC), only the
+    deployed one, which learnt from those rows; with train.refit_max_rows=0 not even that."""
     assert cli("run", "--until", "train", *TINY).exit_code == 0
     first = load(small, "train_metadata.json")
     model = (small / "models" / "model.pkl").read_bytes()
-    for split in ("validation", "test"):
-        path = small / "data" / "processed" / f"{split}.parquet"
-        frame = pd.read_parquet(path)
-        frame["income"] = frame["income"].map({">50K": "<=50K", "<=50K": ">50K"}).astype(frame["income"].dtype)
-        frame.to_parquet(path, index=False)
+    assert first["fitted_on"] == "train+validation" and first["rows"]["fitted"] == (
+        first["rows"]["train"] + first["rows"]["validation"])
+    _flip(small, "test")
+    assert cli("train", *TINY).exit_code == 0
+    assert (small / "models" / "model.pkl").read_bytes() == model
+    _flip(small, "validation")
     result = cli("train", *TINY)
     assert result.exit_code == 0, result.output
     second = load(small, "train_metadata.json")
-    for key in ("seconds", "refit_seconds"):
-        first["best"].pop(key), second["best"].pop(key)
-    for m in (first["best"], second["best"]):
-        m["tuning"].pop("seconds")
-        for c in m["candidates"].values():
-            c.pop("cv_seconds")
-    assert first["best"] == second["best"]
-    assert (small / "models" / "model.pkl").read_bytes() == model
+    assert _choices(first) == _choices(second)
     assert second["validation_roc_auc"] == pytest.approx(1 - first["validation_roc_auc"], abs=1e-6)
+    assert (small / "models" / "model.pkl").read_bytes() != model  # it learnt the flipped labels
+
+    # Measured model deployed as is: the validation labels reach no byte of it.
+    assert cli("train", *TINY, "-S", "train.refit_max_rows=0").exit_code == 0
+    flipped = (small / "models" / "model.pkl").read_bytes()
+    _flip(small, "validation")
+    assert cli("train", *TINY, "-S", "train.refit_max_rows=0").exit_code == 0
+    assert (small / "models" / "model.pkl").read_bytes() == flipped
+    assert load(small, "train_metadata.json")["fitted_on"] == "train"
 
 
 def test_best_profile_is_reproducible_across_processes(small, tmp_path):
@@ -125,7 +144,8 @@ def test_best_profile_is_reproducible_across_processes(small, tmp_path):
     proc = run_mlci("run", "--until", "train", *TINY, cwd=other, env={"MLCI_PROGRESS_INTERVAL": "0.1"})
     assert proc.returncode == 0, proc.stderr
     fits = [line for line in proc.stderr.splitlines() if line.startswith("train: best profile fits ")]
-    assert fits and all("/18" in line for line in fits), proc.stderr  # 3 folds x (3 families + 2 trials) + 3 refits
+    # 3 folds x (3 families + 2 trials) + 3 members on train + 3 on train and validation
+    assert fits and all("/21" in line for line in fits), proc.stderr
     assert not any(n in proc.stdout + proc.stderr for n in ("[LightGBM]", "Warning", "%|", "Traceback"))
     a, b = load(small, "train_metadata.json"), load(other, "train_metadata.json")
     assert a["model_sha256"] == b["model_sha256"]
@@ -175,9 +195,17 @@ def test_members_small_batch_paths_give_the_same_probabilities():
     assert list(ens.predict(X[:50])) == ["yes" if v >= 0.5 else "no" for v in big[:50, 1]]
 
 
-def test_a_spent_time_budget_stops_tuning_and_says_so(small):
-    result = cli("run", "--until", "train", *TINY, "-S", "best.time_budget=1")
-    assert result.exit_code == 0, result.output
+def test_an_overrun_time_budget_stops_the_search_instead_of_changing_the_model(small):
+    """The search is counted: with a budget too small for it, the train stage stops (exit 14, one line,
+    nothing written) rather than fit fewer trials; every trial runs otherwise."""
+    assert cli("run", "--until", "train", *TINY).exit_code == 0
     tuning = load(small, "train_metadata.json")["best"]["tuning"]
-    assert tuning["stopped_by_time"] is True and tuning["trials"] < tuning["trials_planned"]
-    assert "stopped by best.time_budget" in result.output
+    assert tuning["trials"] == 2
+    before = {p: p.read_bytes() for p in (small / "models").iterdir()}
+    before_meta = (small / "results" / "train_metadata.json").read_bytes()
+    proc = run_mlci("train", *TINY, "-S", "best.time_budget=0.5", "-S", "best.seed=7", cwd=small)
+    assert proc.returncode == errors.TIME_BUDGET, proc.stderr
+    assert "best.time_budget" in proc.stderr and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert {p: p.read_bytes() for p in (small / "models").iterdir()} == before
+    assert (small / "results" / "train_metadata.json").read_bytes() == before_meta

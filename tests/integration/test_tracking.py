@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -132,6 +133,37 @@ def test_relative_rules_compare_with_the_champion_on_the_same_rows(tracked):
     ok = cli("run", "-S", "train.n_estimators=380")
     assert ok.exit_code == 0, ok.output
     assert champion(tracked) == "3"
+
+
+def test_a_refitted_champion_is_compared_by_its_recorded_figures_not_rescored(tracked):
+    """The deployed model learnt from the validation rows too (train.refit_max_rows): re-scored there it
+    would look better than its recipe measured unseen, and no challenger would pass. The gate and
+    the report compare with the figures measured before that fit."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from mlci.modeling.estimator import predict_proba
+
+    assert cli("run").exit_code == 0
+    first = json.loads((tracked / "results" / "train_metadata.json").read_text())
+    card = json.loads((tracked / "models" / "model.json").read_text())
+    assert first["fitted_on"] == card["fitted_on"] == "train+validation"
+    assert first["rows"]["fitted"] == first["rows"]["train"] + first["rows"]["validation"]
+    model = pickle.loads((tracked / "models" / "model.pkl").read_bytes())
+    va = pd.read_parquet(tracked / "data" / "processed" / "validation.parquet")
+    rescored = roc_auc_score(va["income"] == ">50K", predict_proba(model, va[card["features"]], ">50K"))
+    assert rescored > first["validation_roc_auc"] + 0.005  # it learnt these rows
+
+    second = cli("run", "-S", "train.learning_rate=0.045")
+    assert second.exit_code == 0, second.output
+    gate = json.loads((tracked / "results" / "gate.json").read_text())
+    relative = [r for r in gate["rules"] if "relative" in r]
+    assert relative and all(r["champion_value"] == pytest.approx(first[r["metric"]], abs=1e-9) for r in relative)
+    assert gate["champion"] == {"version": "1"}  # same data, same split: the very rows, no caveat
+    report = json.loads((tracked / "results" / "report.json").read_text())
+    assert report["champion"]["metrics"]["validation"]["roc_auc"] == pytest.approx(first["validation_roc_auc"])
+    assert "recorded before" in report["champion"]["note"]
+    assert report["figures_split"] == "test" and report["importance_note"] is None
 
 
 def test_promote_and_rollback_record_reason_and_who(tracked):

@@ -60,6 +60,11 @@ class TrainParams(Strict):
     seed: int = Field(42, ge=0, le=10**15)
     #: Threads for LightGBM; 0 means all cores. Results do not depend on it.
     n_jobs: int = Field(0, ge=0)
+    #: The model is measured on validation after a fit on the train split; then the same recipe is
+    #: fitted again on train + validation (the deployed model: more rows, no choice sees validation)
+    #: while those hold at most this many rows. Above it (the gain fades, the cost does not) and at 0,
+    #: the measured model is the deployed one. The Dask engine never refits.
+    refit_max_rows: int = Field(1_000_000, ge=0)
 
 
 class GateRule(Strict):
@@ -90,7 +95,8 @@ class GateRule(Strict):
 class BestParams(Strict):
     """The ``best`` profile: candidates tuned and combined by k-fold cross-validation on the train split.
 
-    The validation split (the gate's) and the test split never take part in a choice.
+    The validation split (the gate's) and the test split never take part in a choice; the chosen
+    ensemble is refitted on train + validation as ``train.refit_max_rows`` says.
     """
 
     folds: int = Field(5, ge=2, le=20)
@@ -99,9 +105,9 @@ class BestParams(Strict):
         default_factory=lambda: ["lightgbm", "catboost", "xgboost"], min_length=1)
     #: Optuna trials tuning LightGBM (TPE sampler seeded by ``seed``; 0 = LightGBM as in ``train``).
     tuning_trials: int = Field(6, ge=0)
-    #: Seconds for the whole fit. Tuning stops early when its share is spent; then the result depends
-    #: on the machine's speed, which train_metadata.json says (``best.tuning_stopped_by_time``).
-    time_budget: float = Field(110.0, gt=0)
+    #: A guard, not a knob: the search is counted (folds, trials, rounds), so the clock never changes
+    #: the model; a search that takes longer than this many seconds stops with exit 14 (null: no limit).
+    time_budget: float | None = Field(900.0, gt=0)
     #: ``average``: weights >= 0 summing to 1, fitted to the out-of-fold predictions (log-loss);
     #: ``equal``: the plain mean; ``select``: only the best candidate.
     ensemble: Literal["average", "equal", "select"] = "average"

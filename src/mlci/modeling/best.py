@@ -1,18 +1,17 @@
 """The ``best`` profile: choose, tune and combine models by cross-validation on the train split.
 
-Only the train split is used here. Its k folds give every candidate family
-out-of-fold (OOF) probabilities for every training row; the tuning, the
-ensemble weights and the decision threshold are all chosen on those, so the
-validation split (the gate's) and the test split stay unseen until the
-model is final. The result is the default profile's Pipeline with an
-``Ensemble`` as its last step: one artifact that takes raw records.
+Only the train split is used for choices. Its k folds give every candidate family out-of-fold
+(OOF) probabilities for every training row; the tuning, the ensemble weights and the decision
+threshold are all chosen on those, so the validation split (the gate's) and the test split take no
+part in any choice. The chosen ensemble is fitted on the train split and measured on validation
+(the gate's figures); then, unless ``train.refit_max_rows`` says otherwise, the same ensemble (same
+members, parameters, weights and threshold) is fitted again on train + validation: the deployed
+model, which ``mlci test`` scores on the untouched test split. The result is the default profile's
+Pipeline with an ``Ensemble`` as its last step: one artifact that takes raw records.
 
-Time: the whole search has ``best.time_budget`` seconds. The candidates'
-cross-validation and the final refit are measured, not guessed: the budget
-left after the untuned families is what Optuna may spend on LightGBM
-(bounded by ``best.tuning_trials`` too). Everything is seeded, so a run that
-finishes its trials within the budget is reproducible; one that was stopped
-by the clock says so in its metadata.
+The search is counted, never timed: folds, trials and rounds are parameters, so the model is the
+same on a fast machine and a loaded one. ``best.time_budget`` is only a guard: a search that
+overruns it stops with exit 14 (nothing written) instead of changing what it fits.
 """
 
 from __future__ import annotations
@@ -153,13 +152,16 @@ def _suggest(trial) -> dict:
 
 
 def search(X: np.ndarray, labels: np.ndarray, positive_label: str, n_categorical: int, tp: TrainParams,
-           bp: BestParams, echo: Echo = lambda _: None, progress: Progress = NONE):
-    """Cross-validate the candidates, tune LightGBM in what time is left, fit the ensemble.
+           bp: BestParams, X_final: np.ndarray | None = None, labels_final: np.ndarray | None = None,
+           echo: Echo = lambda _: None, progress: Progress = NONE):
+    """Cross-validate the candidates, tune LightGBM, fit the ensemble on ``X`` and, when given, again on
+    ``X_final`` (the deployed model's rows).
 
-    ``X`` is the encoded train split (categorical codes first), ``labels`` its target values.
-    Returns the fitted ``Ensemble`` and a summary for train_metadata.json. The caller has
-    checked that the candidates' libraries are installed (``check_installed``). Every model fitted
-    (a fold, a trial's fold, a member's refit) advances one ``progress`` task.
+    ``X`` is the encoded train split (categorical codes first), ``labels`` its target values; every
+    choice is made on them alone. Returns the ensemble fitted on ``X``, the one fitted on ``X_final``
+    (None without it) and a summary for train_metadata.json. The caller has checked that the
+    candidates' libraries are installed (``check_installed``). Every model fitted (a fold, a trial's
+    fold, a member's fit) advances one ``progress`` task.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -167,12 +169,45 @@ def search(X: np.ndarray, labels: np.ndarray, positive_label: str, n_categorical
     y = (labels == positive_label).astype(np.int64)
     folds = list(StratifiedKFold(bp.folds, shuffle=True, random_state=bp.seed).split(X, y))
     trials = bp.tuning_trials if "lightgbm" in bp.candidates else 0
-    with progress.task("train: best profile fits", total=bp.folds * (len(bp.candidates) + trials)
-                       + len(bp.candidates)) as fits:
-        return _search(X, labels, y, folds, positive_label, n_categorical, tp, bp, echo, started, fits)
+    total = bp.folds * (len(bp.candidates) + trials) + len(bp.candidates) * (1 if X_final is None else 2)
+    with progress.task("train: best profile fits", total=total) as task:
+        fits = Budget(task, bp.time_budget, started)
+        ensemble, summary = _search(X, labels, y, folds, positive_label, n_categorical, tp, bp, echo, fits)
+        final = None
+        if X_final is not None:
+            from sklearn.base import clone
+
+            t = time.perf_counter()
+            final = clone(ensemble).fit(X_final, labels_final)
+            fits.advance(len(ensemble.members_))
+            summary["final_fit_seconds"] = round(time.perf_counter() - t, 2)
+            echo(f"best: the same ensemble fitted again on {len(X_final):,} rows (train + validation) in "
+                 f"{summary['final_fit_seconds']:.0f} s")
+        summary["seconds"] = round(time.perf_counter() - started, 2)
+        return ensemble, final, summary
 
 
-def _search(X, labels, y, folds, positive_label, n_categorical, tp, bp, echo, started, fits: Task):
+class Budget:
+    """A progress task that also guards ``best.time_budget``: the search is counted, so the clock may
+    stop it (exit 14, nothing written) but never change what it fits."""
+
+    def __init__(self, task: Task, seconds: float | None, started: float):
+        self.task, self.seconds, self.started = task, seconds, started
+
+    def advance(self, n: int = 1) -> None:
+        self.task.advance(n)
+        spent = time.perf_counter() - self.started
+        if self.seconds is not None and spent > self.seconds:
+            from mlci.errors import BudgetError
+
+            raise BudgetError(
+                f"the best profile's search overran best.time_budget ({self.seconds:g} s) after "
+                f"{int(self.task.completed)} of {int(self.task.total)} fits ({spent:.0f} s); the search is counted, so "
+                "it stops rather than fit less: raise best.time_budget (null: no limit) or lower "
+                "best.tuning_trials, best.folds or the candidates' rounds")
+
+
+def _search(X, labels, y, folds, positive_label, n_categorical, tp, bp, echo, fits: Budget):
     from mlci.ensemble import Ensemble
 
     n_features = X.shape[1]
@@ -188,7 +223,6 @@ def _search(X, labels, y, folds, positive_label, n_categorical, tp, bp, echo, st
              f"ROC-AUC {out['oof_roc_auc']:.4f} ({seconds:.1f} s)")
         return out
 
-    # The untuned families first: what they cost decides how long LightGBM may be tuned.
     for name in [c for c in bp.candidates if c != "lightgbm"]:
         families[name] = cross_validate(name, candidate(name, bp, tp, n_categorical, n_features))
 
@@ -197,10 +231,7 @@ def _search(X, labels, y, folds, positive_label, n_categorical, tp, bp, echo, st
         base = candidate("lightgbm", bp, tp, n_categorical, n_features)
         families["lightgbm"] = cross_validate("lightgbm", base)
         if bp.tuning_trials:
-            # The refit costs about one fold's fit per family, times folds / (folds - 1) for the extra rows.
-            refit = sum(f["cv_seconds"] for f in families.values()) / (bp.folds - 1)
-            left = bp.time_budget - (time.perf_counter() - started) - refit
-            tuning = _tune(X, y, folds, n_categorical, tp, bp, left, families["lightgbm"], echo, fits)
+            tuning = _tune(X, y, folds, n_categorical, tp, bp, families["lightgbm"], echo, fits)
             tuned = tuning.pop("best_family")
             if tuned is not None:  # a trial beat the train section's parameters
                 families["lightgbm"] = tuned
@@ -217,15 +248,14 @@ def _search(X, labels, y, folds, positive_label, n_categorical, tp, bp, echo, st
                         positive_label=positive_label).fit(X, labels)
     fits.advance(len(members))
     refit_seconds = time.perf_counter() - t
-    summary = _summary(bp, y, families, weights, p, threshold, tuning, refit_seconds, started)
+    summary = _summary(bp, y, families, weights, p, threshold, tuning, refit_seconds)
     echo(f"best: ensemble of {', '.join(f'{n} {w:.2f}' for (n, _), w in zip(members, kept))}; "
          f"OOF ROC-AUC {summary['oof_roc_auc']:.4f}, accuracy {summary['oof_acc']:.4f} at threshold "
-         f"{threshold:.3f} ({summary['oof_acc_at_0.5']:.4f} at 0.5); {summary['seconds']:.0f} s")
+         f"{threshold:.3f} ({summary['oof_acc_at_0.5']:.4f} at 0.5)")
     return ensemble, summary
 
 
-def _summary(bp: BestParams, y, families: dict, weights, p, threshold: float, tuning, refit_seconds: float,
-             started: float) -> dict:
+def _summary(bp: BestParams, y, families: dict, weights, p, threshold: float, tuning, refit_seconds: float) -> dict:
     """What the search did, for train_metadata.json."""
     return {
         "folds": bp.folds,
@@ -241,7 +271,6 @@ def _summary(bp: BestParams, y, families: dict, weights, p, threshold: float, tu
         "oof_acc": round(float(np.mean((p >= threshold) == y)), 6),
         "tuning": tuning,
         "refit_seconds": round(refit_seconds, 2),
-        "seconds": round(time.perf_counter() - started, 2),
     }
 
 
@@ -251,9 +280,9 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p))
 
 
-def _tune(X, y, folds, n_categorical, tp, bp, seconds_left: float, baseline: dict, echo: Echo,
-          fits: Task | None = None) -> dict:
-    """Optuna (seeded TPE) over LightGBM's parameters, on OOF log-loss, within trials and time."""
+def _tune(X, y, folds, n_categorical, tp, bp, baseline: dict, echo: Echo, fits: Budget | None = None) -> dict:
+    """Optuna (seeded TPE) over LightGBM's parameters, on OOF log-loss: ``best.tuning_trials`` trials,
+    every one of them whatever the clock says."""
     import logging
 
     import optuna
@@ -275,31 +304,13 @@ def _tune(X, y, folds, n_categorical, tp, bp, seconds_left: float, baseline: dic
         return loss
 
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=bp.seed))
-    trials = 0
-    stopped_by_time = False
-    if seconds_left > 0:
-        # Stop between trials once the next one would probably overrun (Optuna's own timeout only
-        # stops starting new ones after the limit has passed).
-        def stop_in_time(study, trial):
-            spent = time.perf_counter() - t0
-            if spent + spent / len(study.trials) > seconds_left and len(study.trials) < bp.tuning_trials:
-                stop_in_time.hit = True
-                study.stop()
-
-        stop_in_time.hit = False
-        study.optimize(objective, n_trials=bp.tuning_trials, callbacks=[stop_in_time])
-        trials = len(study.trials)
-        stopped_by_time = stop_in_time.hit
-    else:
-        stopped_by_time = True
+    study.optimize(objective, n_trials=bp.tuning_trials)
     seconds = time.perf_counter() - t0
     improved = best["params"] is not None
-    echo(f"best: LightGBM tuning: {trials} of {bp.tuning_trials} trials in {seconds:.0f} s"
-         + (" (stopped by best.time_budget: the result depends on this machine's speed)" if stopped_by_time else "")
+    echo(f"best: LightGBM tuning: {bp.tuning_trials} trials in {seconds:.0f} s"
          + (f"; OOF log-loss {baseline['oof_log_loss']:.4f} -> {best['loss']:.4f}" if improved
             else "; no trial beat the train section's parameters"))
-    return {"trials": trials, "trials_planned": bp.tuning_trials, "seconds": round(seconds, 2),
-            "stopped_by_time": stopped_by_time, "best_params": best["params"],
+    return {"trials": bp.tuning_trials, "seconds": round(seconds, 2), "best_params": best["params"],
             "best_oof_log_loss": round(best["loss"], 6), "best_family": best["family"]}
 
 
@@ -388,16 +399,26 @@ def _child(conn, args) -> None:
         conn.close()
 
 
-def fit_best(frame, ds, tp: TrainParams, bp: BestParams,
-             categories: dict[str, list[str]], echo=lambda _: None, progress: Progress = NONE):
-    """The ``best`` profile: the default profile's encoder, then an ensemble chosen by cross-validation."""
+def fit_best(frame, ds, tp: TrainParams, bp: BestParams, categories: dict[str, list[str]], final_frame=None,
+             echo=lambda _: None, progress: Progress = NONE):
+    """The ``best`` profile: the default profile's encoder, then an ensemble chosen by cross-validation on
+    ``frame`` (the train split). Returns the Pipeline fitted on ``frame``, the same Pipeline fitted on
+    ``final_frame`` (None without it) and the search's summary."""
     from sklearn.pipeline import Pipeline
 
     from mlci.modeling.estimator import encoder, n_categorical
 
     check_installed(bp)
+    features = [c.name for c in ds.features]
     enc = encoder(ds, categories)
-    X = np.ascontiguousarray(enc.fit_transform(frame[[c.name for c in ds.features]]), dtype=np.float64)
+    X = np.ascontiguousarray(enc.fit_transform(frame[features]), dtype=np.float64)
     labels = np.asarray(frame[ds.target], dtype=object)
-    ensemble, summary = search_in_child(X, labels, ds.positive_label, n_categorical(ds), tp, bp, echo, progress)
-    return Pipeline([("encode", enc), ("classify", ensemble)]), summary
+    X_final = labels_final = None
+    if final_frame is not None:  # the encoder's categories are fixed: the same codes for every row
+        X_final = np.ascontiguousarray(enc.transform(final_frame[features]), dtype=np.float64)
+        labels_final = np.asarray(final_frame[ds.target], dtype=object)
+    ensemble, final, summary = search_in_child(X, labels, ds.positive_label, n_categorical(ds), tp, bp, X_final,
+                                               labels_final, echo, progress)
+    measured = Pipeline([("encode", enc), ("classify", ensemble)])
+    deployed = None if final is None else Pipeline([("encode", enc), ("classify", final)])
+    return measured, deployed, summary

@@ -52,7 +52,9 @@ def build(inp: ReportInputs, rp, groups: dict, min_group_size: int, champion=Non
     pool = ThreadPoolExecutor(max_workers=1)
     threshold = decision_threshold(model)
     metrics_jobs = {split: pool.submit(_metrics, ys[split], probas[split], rp, threshold)}
-    importance_job = pool.submit(_importance, model, frames["validation"], ys["validation"], card, rp)
+    # Permutation importance on the figures' split: the test rows once scored (never learnt from), else
+    # validation (rows a refitted model learnt from: the report says so).
+    importance_job = pool.submit(_importance, model, frames[split], ys[split], card, rp)
     metrics_jobs.update({k: pool.submit(_metrics, ys[k], probas[k], rp, threshold) for k in frames if k != split})
 
     content: dict = {
@@ -63,6 +65,9 @@ def build(inp: ReportInputs, rp, groups: dict, min_group_size: int, champion=Non
         "labels": {"positive": ds.positive_label, "negative": ds.negative_label},
         "gate": gate,
         "figures_split": split,
+        "importance_note": None if split == "test" or card.get("fitted_on", "train") == "train" else (
+            "permutation drops on validation rows, which this model also learnt from (train.refit_max_rows): "
+            "they may be larger than on unseen rows; the test split's, once scored, are not"),
         "test_note": None if inp.test_scored else (
             "test split not scored: the gate did not pass for this model" if gate and not gate.get("passed")
             else "test split not scored yet: run `mlci test`"),
@@ -92,9 +97,17 @@ def _compare(content: dict, champion, card: dict, frames: dict, ys: dict) -> dic
     from mlci.evaluation.metrics import binary_metrics
     from mlci.modeling.estimator import decision_threshold
 
-    champ_probas = {k: champion.proba(k, f) for k, f in frames.items()}
+    # A champion that learnt from its validation rows is not re-scored on them (it would be measured
+    # on rows it learnt): there its figures are those its recipe had before, as the gate uses them.
+    refitted = champion.refitted()
+    champ_probas = {k: champion.proba(k, f) for k, f in frames.items() if not (k == "validation" and refitted)}
     champ_threshold = decision_threshold(champ_model)
-    content["champion"]["metrics"] = {k: binary_metrics(ys[k], champ_probas[k], champ_threshold) for k in frames}
+    content["champion"]["metrics"] = {k: binary_metrics(ys[k], p, champ_threshold) for k, p in champ_probas.items()}
+    if refitted:
+        content["champion"]["metrics"]["validation"] = {
+            k.removeprefix("validation_"): v for k, v in champion.metrics().items()}
+        content["champion"]["note"] = ("its validation figures are those recorded before it was fitted on its "
+                                       "validation rows")
     return champ_probas
 
 

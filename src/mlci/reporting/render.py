@@ -85,7 +85,7 @@ def _champion(c: dict) -> list[tuple]:
     header = ["metric"] + [h for sp in splits for h in (f"champion {sp}", f"delta {sp}")]
     return [("h", 2, "Compared with the champion"),
             ("p", f"Champion v{champ['version']} scored on the same rows; delta = candidate - champion. "
-                  "The ROC figure overlays both."),
+                  "The ROC figure overlays both." + (f" Note: {champ['note']}." if champ.get("note") else "")),
             ("table", header, rows)]
 
 
@@ -115,7 +115,8 @@ def _groups(c: dict) -> list[tuple]:
 
 
 def _importance(c: dict) -> list[tuple]:
-    return [("h", 2, "Feature importance"),
+    note = [("p", f"Note: {c['importance_note']}.")] if c.get("importance_note") else []
+    return [("h", 2, f"Feature importance ({c['figures_split']} split)")] + note + [
             ("table", ["feature", "gain share", "permutation ROC-AUC drop"],
              [[r["feature"], _f(r["gain_share"], 3),
                f"{r['permutation_mean']:.4f} ± {r['permutation_std']:.4f}" if "permutation_mean" in r else "–"]

@@ -10,8 +10,13 @@ from mlci.stages.context import StageContext
 from mlci.timestamps import utc_now
 
 
-def model_card(ctx: StageContext, ds, model_sha: str, threshold: float, example: list[dict]) -> dict:
-    """``model.json``: what a user of the pickle needs to know, readable without unpickling it."""
+def model_card(ctx: StageContext, ds, model_sha: str, threshold: float, example: list[dict],
+               fitted_on: str = "train", validation: dict | None = None) -> dict:
+    """``model.json``: what a user of the pickle needs to know, readable without unpickling it.
+
+    ``fitted_on`` names the splits the saved model learnt from; ``validation`` is the recipe's figures
+    on the validation split, measured before it learnt from that split (a later gate compares with
+    these: re-scoring such a model on its own training rows would flatter it)."""
     params, profile = ctx.params, ctx.params.train.profile
     pre_path = ctx.settings.result(S.PREPROCESS_METADATA)
     pre = read_json(pre_path) if pre_path.exists() else {}
@@ -35,6 +40,8 @@ def model_card(ctx: StageContext, ds, model_sha: str, threshold: float, example:
             "train": params.section("train"), "best": params.section("best")},
         "data_sha256": pre.get("data_sha256"),
         "split": pre.get("split"),  # which rows it never saw: a champion comparison checks it
+        "fitted_on": fitted_on,
+        "validation_metrics": validation if fitted_on != "train" else None,
         "trained_at": utc_now(),
         "versions": {pkg: _md.version(pkg) for pkg in _packages(params)},
     }

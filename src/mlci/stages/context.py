@@ -17,7 +17,9 @@ class Champion(Protocol):
     version: str | None
 
     def model(self) -> tuple[Any, dict]: ...  # the fitted model and ``{"sha256": ...}``
-    def metrics(self) -> dict: ...  # its metrics on this workspace's validation rows
+    def metrics(self) -> dict: ...  # its validation figures (what the gate compares with)
+    def caveat(self) -> str | None: ...  # why that comparison may not be on equal terms
+    def refitted(self) -> bool: ...  # whether it learnt from its validation rows too
     def proba(self, split: str, frame) -> Any: ...  # its probabilities on a split's rows
 
 

@@ -20,7 +20,7 @@ def gate(ctx: StageContext) -> dict:
     rules = ctx.params.gate.rules
     if ctx.champion is not None and ctx.champion.version is not None and any(r.relative for r in rules):
         champion = {"version": ctx.champion.version, "metrics": ctx.champion.metrics()}
-        caveat = _split_caveat(ctx.champion.split(), s)
+        caveat = ctx.champion.caveat()
         if caveat:
             champion["caveat"] = caveat
     result = evaluate(rules, read_json(path), champion, where=str(path), tracking=ctx.tracking)
@@ -42,20 +42,6 @@ def _same_verdict(s, result: dict) -> bool:
         return False
     keys = ("passed", "rules", "champion", "train_metadata_sha256")
     return isinstance(old, dict) and s.result(S.JUNIT_FILE).exists() and all(old.get(k) == result[k] for k in keys)
-
-
-def _split_caveat(champion_split: dict | None, s) -> str | None:
-    """Why a comparison with the champion may flatter it: its training rows were chosen another way,
-    so some of these validation rows may be rows it was trained on."""
-    pre = s.result(S.PREPROCESS_METADATA)
-    ours = read_json(pre).get("split") if pre.exists() else None
-    if champion_split == ours:
-        return None
-    def name(sp):
-        return "an unrecorded split (before mlci " + "recorded its split)" if not sp else \
-            f"split {sp.get('scheme')} seed {sp.get('seed')} ({sp.get('validation')}/{sp.get('test')})"
-    return (f"the champion was trained under {name(champion_split)}, this model under {name(ours)}: some of these "
-            "validation rows may be the champion's training rows, so its figures may be optimistic")
 
 
 def replay(ctx: StageContext) -> None:

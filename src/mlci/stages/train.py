@@ -1,4 +1,9 @@
-"""train: fit the model on the train split; measure it on the validation split (never on fitted rows)."""
+"""train: fit the model on the train split and measure it on the validation split (never on fitted
+rows); then fit the same recipe on train + validation, the deployed model (``train.refit_max_rows``).
+
+Nothing is chosen on the validation rows: they measure the recipe (the gate's figures), then add
+to the deployed model's rows. The test split stays untouched until ``mlci test`` scores the
+deployed model."""
 
 from __future__ import annotations
 
@@ -31,17 +36,26 @@ def train(ctx: StageContext) -> dict:
         raise PrerequisiteError(
             f"{s.split_path('train')}: lacks {', '.join(missing)}; the dataset changed, rerun `mlci preprocess`"
         )
-    profile, search = params.train.profile, None
+    import pandas as pd
+    from sklearn.base import clone
+
+    profile, search, tp = params.train.profile, None, params.train
+    refit = len(tr) + len(va) <= tp.refit_max_rows
+    fitted = pd.concat([tr, va], ignore_index=True) if refit else tr
     started = time.perf_counter()
     if profile == "best":
         from mlci.modeling.best import fit_best
 
-        model, search = fit_best(tr, ds, params.train, params.best, categories_of(tr, ds), ctx.echo, ctx.progress)
+        measured, model, search = fit_best(tr, ds, tp, params.best, categories_of(tr, ds), fitted if refit else None,
+                                           ctx.echo, ctx.progress)
     else:
-        model = fit(build(ds, params.train, categories_of(tr, ds)), tr, ds, ctx.progress)
+        measured = fit(build(ds, tp, categories_of(tr, ds)), tr, ds, ctx.progress)
+        # The same estimator, unfitted (the encoder's categories are fixed), on more rows.
+        model = fit(clone(measured), fitted, ds, ctx.progress) if refit else None
+    model = measured if model is None else model
     fit_seconds = time.perf_counter() - started
     threshold = decision_threshold(model)
-    proba = predict_proba(model, va[features], ds.positive_label)
+    proba = predict_proba(measured, va[features], ds.positive_label)
     y_va = np.asarray(va[ds.target] == ds.positive_label)
     metrics = binary_metrics(y_va, proba, threshold)
     gaps, groups = {}, params.groups(ds)
@@ -52,20 +66,25 @@ def train(ctx: StageContext) -> dict:
 
     with atomic_path(s.model_path) as tmp:
         tmp.write_bytes(to_bytes(model))
-    card = model_card(ctx, ds, file_hash(s.model_path), threshold, input_example(va, ds))
+    card = model_card(ctx, ds, file_hash(s.model_path), threshold, input_example(va, ds),
+                      "train+validation" if refit else "train", metrics)
     write_json(s.model_card_path, card)
     write_scores(s.scores_path("validation"), y_va, proba, card["sha256"])
     # What the training data and the validation predictions looked like: `mlci monitor` and the
     # server compare incoming records with it (bounded in size whatever the rows).
     from mlci.monitoring.profile import build as reference_profile
 
-    write_json(s.reference_path, reference_profile(tr, ds, y_va, proba, threshold, metrics, card["sha256"],
-                                                   seed=params.train.seed))
+    write_json(s.reference_path, reference_profile(fitted, ds, y_va, proba, threshold, metrics, card["sha256"],
+                                                   seed=tp.seed))
     meta = {f"validation_{k}": v for k, v in metrics.items()}
     meta.update(gaps)
     meta.update(
         {
-            "rows": {"train": len(tr), "validation": len(va)},
+            "rows": {"train": len(tr), "validation": len(va), "fitted": len(fitted)},
+            # What the validation_* figures are of (README, "Validation figures").
+            "fitted_on": "train+validation" if refit else "train",
+            "validation_figures": ("the same recipe fitted on the train split alone; the saved model was then "
+                                   "fitted on train + validation" if refit else "the saved model"),
             "model": params.train.model if profile == "default" else "ensemble",
             "profile": profile,
             "threshold": threshold,

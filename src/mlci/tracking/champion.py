@@ -72,23 +72,62 @@ class Champion:
         """How the champion's training rows were chosen (None: before mlci recorded it)."""
         return self.model()[1].get("split")
 
+    def refitted(self, version: str | None = None) -> bool:
+        """Whether a version learnt from its validation rows too (``train.refit_max_rows``): then its
+        figures there are the ones measured before that fit, as recorded on its card."""
+        card = self.model(version)[1]
+        return card.get("fitted_on", "train") != "train" and bool(card.get("validation_metrics"))
+
     def metrics(self, version: str | None = None) -> dict:
-        """A version's metrics on this workspace's validation rows (what the gate compares with)."""
+        """A version's validation figures (what the gate compares with): measured on this workspace's
+        validation rows when it was fitted on the train split alone; when it learnt from its validation
+        rows too, the figures its recipe had there before (re-scoring it would measure it on rows it
+        learnt: on the same data and split they are these very rows, ``caveat`` says when not)."""
         version = version or self.version
         if version not in self._validation:
-            self._validation[version] = validation_metrics(self.s, self.model(version)[0])
+            model, card = self.model(version)
+            if self.refitted(version):
+                self._validation[version] = ({f"validation_{k}": v for k, v in card["validation_metrics"].items()},
+                                             None)
+            else:
+                self._validation[version] = validation_metrics(self.s, model)
         return self._validation[version][0]
+
+    def caveat(self) -> str | None:
+        """Why the comparison with the champion may not be on equal terms (None: it is)."""
+        pre = self.s.result(S.PREPROCESS_METADATA)
+        ours = read_json(pre) if pre.exists() else {}
+        card = self.model()[1]
+        if self.refitted():
+            if card.get("split") == ours.get("split") and card.get("data_sha256") == ours.get("data_sha256"):
+                return None
+            return ("the champion's validation figures are those recorded when it was trained, on its own data and "
+                    "split (it then learnt from those rows, so it is not re-scored on these)")
+        return _split_caveat(card.get("split"), ours.get("split"))
 
     def proba(self, split: str, frame) -> np.ndarray:
         """The champion's probabilities on a split's rows (the validation ones the gate computed are reused)."""
         from mlci.modeling.estimator import predict_proba
 
         got = self._validation.get(self.version)
-        if split == "validation" and got is not None and len(got[1]) == len(frame):
+        if split == "validation" and got is not None and got[1] is not None and len(got[1]) == len(frame):
             return got[1]
         model = self.model()[0]
         positive_label, features, _ = _inputs(self.s, model)
         return predict_proba(model, frame[features], positive_label)
+
+
+def _split_caveat(champion_split: dict | None, ours: dict | None) -> str | None:
+    """Why a comparison with a champion re-scored on these rows may flatter it: its training rows were
+    chosen another way, so some of these validation rows may be rows it was trained on."""
+    if champion_split == ours:
+        return None
+
+    def name(sp):
+        return "an unrecorded split (before mlci recorded its split)" if not sp else \
+            f"split {sp.get('scheme')} seed {sp.get('seed')} ({sp.get('validation')}/{sp.get('test')})"
+    return (f"the champion was trained under {name(champion_split)}, this model under {name(ours)}: some of these "
+            "validation rows may be the champion's training rows, so its figures may be optimistic")
 
 
 def _inputs(s: S.Settings, model) -> tuple[str, list[str], str]:
