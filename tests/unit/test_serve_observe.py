@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from mlci.monitoring.drift import feature_drift, prediction_drift
 from mlci.monitoring.profile import numeric_counts, numeric_edges
@@ -82,3 +83,92 @@ def test_live_psi_equals_monitor_on_records_with_missing_values():
     assert abs(got["features"]["sex"] - feature_drift(ref["features"]["sex"], frame["sex"], 0)["psi"]) < 1e-6
     assert abs(got["predictions"] - prediction_drift(ref["predictions"], np.asarray(proba), 0)["psi"]) < 1e-6
     assert got["features"]["age"] > 0.5 and got["records"] == 3000
+
+
+def _samples(registry) -> dict:
+    """A registry's samples as {(name, labels): value}, the ``_created`` times left out."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client import generate_latest
+
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for s in family.samples if not s.name.endswith("_created")}
+
+
+def test_request_path_counts_expose_what_prometheus_clients_own_instruments_do():
+    """The same observations through ``Metrics`` and through prometheus-client's Counter and Histogram
+    (what it used before): the same families, samples and values (bucket edges included)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from mlci.serving import metrics as mm
+
+    ours = mm.Metrics((">50K", "<=50K"))
+    ref = CollectorRegistry()
+    requests = Counter("mlci_requests", "HTTP requests answered, by route and status code.", ["route", "status"],
+                       registry=ref)
+    latency = Histogram("mlci_request_duration_seconds", "Time to answer a request, by route.", ["route"],
+                        buckets=mm.LATENCY_BUCKETS, registry=ref)
+    records = Histogram("mlci_records_per_request", "Records scored per POST /predict answered 200.",
+                        buckets=mm.RECORD_BUCKETS, registry=ref)
+    predictions = Counter("mlci_predictions", "Records scored, by predicted label.", ["label"], registry=ref)
+    for label in (">50K", "<=50K"):
+        predictions.labels(label)
+    probability = Histogram("mlci_prediction_probability", "Predicted probability of the positive class.",
+                            buckets=mm.PROBABILITY_BUCKETS, registry=ref)
+    rng = np.random.default_rng(3)
+    # Values on the bucket edges too: a bound is "less than or equal".
+    seconds = [0.0005, 0.001, 0.0004, 0.003, 10.0, 12.0] + rng.exponential(0.01, 200).tolist()
+    for k, s in enumerate(seconds):
+        path, status = [("/predict", 200), ("/predict", 422), ("/health", 200), ("/no/such", 404)][k % 4]
+        ours.request(path, status, s)
+        requests.labels(path if path in mm.ROUTES else "other", str(status)).inc()
+        latency.labels(path if path in mm.ROUTES else "other").observe(s)
+    batches = [[0.05], [0.5, 0.55, 1.0, 0.0], rng.uniform(size=300).round(2).tolist(), [0.95] * 3]
+    for p in batches:
+        labels = [">50K" if v >= 0.5 else "<=50K" for v in p]
+        ours.scored(p, labels)
+        records.observe(len(p))
+        for v, label in zip(p, labels):
+            probability.observe(v)
+            predictions.labels(label).inc()
+    got, want = _samples(ours.registry), _samples(ref)
+    assert got.keys() == want.keys()
+    for key, value in want.items():  # a sum added in another order may differ in its last bits
+        assert got[key] == (pytest.approx(value, rel=1e-12) if key[0].endswith("_sum") else value), key
+    assert got[("mlci_requests_total", frozenset({("route", "other"), ("status", "404")}))] == len(seconds) // 4
+    created = [s for f in ours.registry.collect() for s in f.samples if s.name.endswith("_created")]
+    assert {s.name for s in created} == {"mlci_requests_created", "mlci_request_duration_seconds_created",
+                                         "mlci_records_per_request_created", "mlci_predictions_created",
+                                         "mlci_prediction_probability_created"}
+
+
+def test_a_logged_batch_repeats_each_requests_fields_over_its_records(tmp_path):
+    """The writer's table: requests of 1 and of several records, from both request paths (Structs and
+    dicts), in order, each record with its own request's id, time and answer."""
+    import msgspec
+
+    from mlci.serving.predlog import PredictionLog
+
+    Record = msgspec.defstruct("Record", [("age", int | None), ("sex", str | None), ("hours", float | None),
+                                          ("dropped", float | None, None)], gc=False)
+    plog = PredictionLog(tmp_path, [("sex", "categorical"), ("age", "integer"), ("hours", "float")])
+    requests = [("a", [Record(30, "Male", 40.0)], [0.25], ["<=50K"]),
+                ("b", [Record(None, "Female", 2), {"age": 50, "sex": None, "hours": 1.5}, Record(70, None, None)],
+                 [0.5, 0.75, 0.125], [">50K", ">50K", "<=50K"]),
+                ("c", [{"age": 1, "sex": "x", "hours": None}], [1.0], [">50K"])]
+    for rid, recs, p, labels in requests:
+        plog.add(rid, f"sha-{rid}", recs, p, labels)
+    batch = list(plog._queue)
+    table = plog._table(batch)
+    col = {name: table.column(name).to_pylist() for name in table.column_names}
+    assert table.column_names[:3] == ["sex", "age", "hours"]
+    assert col["request_id"] == ["a", "b", "b", "b", "c"]
+    assert col["model_sha256"] == ["sha-a", "sha-b", "sha-b", "sha-b", "sha-c"]
+    assert col["probability"] == [0.25, 0.5, 0.75, 0.125, 1.0]
+    assert col["prediction"] == ["<=50K", ">50K", ">50K", "<=50K", ">50K"]
+    assert col["sex"] == ["Male", "Female", None, None, "x"]
+    assert col["age"] == [30, None, 50, 70, 1] and str(table.schema.field("age").type) == "int64"
+    assert col["hours"] == [40.0, 2.0, 1.5, None, None] and str(table.schema.field("hours").type) == "double"
+    ms = [int(item[2] * 1000) for item in batch]
+    assert table.column("served_at").cast("int64").to_pylist() == [ms[0], ms[1], ms[1], ms[1], ms[2]]
+    assert str(table.schema.field("served_at").type) == "timestamp[ms, tz=UTC]"
