@@ -86,6 +86,39 @@ def workspace(tmp_path, monkeypatch):
     return populate(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory) -> Path:
+    """One untracked `mlci run` with the repository's params.yaml on the real data, made once per session
+    (a full run costs about 25 s of CPU). Never handed to a test itself: ``trained`` copies it."""
+    ws = populate(tmp_path_factory.mktemp("trained-template"))
+    with pytest.MonkeyPatch.context() as mp:
+        for var in PATH_VARS:
+            mp.delenv(var, raising=False)
+        mp.setenv("MLCI_NO_TRACK", "1")
+        mp.chdir(ws)
+        result = cli("run")
+    assert result.exit_code == 0, result.output
+    return ws
+
+
+def copy_trained(template: Path, ws: Path) -> Path:
+    """``template``'s outputs, lock, run cache and state into the workspace ``ws`` (already populated: its
+    own params.yaml and data link). A workspace holds no absolute path, so the copy is up to date as it is."""
+    def skip(directory: str, names: list[str]) -> list[str]:
+        return ["raw"] if Path(directory) == template / "data" else []
+
+    shutil.copytree(template, ws, symlinks=True, dirs_exist_ok=True, ignore=skip)
+    return ws
+
+
+@pytest.fixture
+def trained(workspace, trained_template):
+    """The workspace as one untracked `mlci run` with the defaults leaves it (outputs, mlci.lock, .mlci's
+    run cache): a copy of the session's ``trained_template``, for the tests that start from a finished run
+    and change or damage it (each gets its own copy)."""
+    return copy_trained(trained_template, workspace)
+
+
 @pytest.fixture
 def small(workspace):
     """The workspace with the first 6,000 rows of the data: every loop runs its full length, in seconds."""

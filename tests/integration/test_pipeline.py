@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from conftest import ROOT, cli, kaggle_csv, outputs, run_mlci
+from conftest import ROOT, cli, kaggle_csv, outputs, populate, run_mlci
 
 from mlci import errors
 
@@ -90,8 +90,8 @@ def test_full_pipeline_then_incremental_reruns(workspace):
         f"{s}: up to date" for s in ("preprocess", "train", "gate", "test", "report")]
 
 
-def test_noop_rerun_imports_no_heavy_library(workspace):
-    assert cli("run").exit_code == 0
+def test_noop_rerun_imports_no_heavy_library(trained):
+    workspace = trained  # after one full run
     probe = (
         "import atexit, sys\n"
         f"atexit.register(lambda: print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr))\n"
@@ -104,12 +104,9 @@ def test_noop_rerun_imports_no_heavy_library(workspace):
     assert "HEAVY=\n" in proc.stderr
 
 
-def test_same_inputs_give_identical_metrics_and_predictions(workspace, tmp_path):
-    other = tmp_path / "other"
-    shutil.copytree(workspace, other, symlinks=True, ignore=shutil.ignore_patterns("results", "models", "data"))
-    (other / "data").mkdir()
-    shutil.copytree(workspace / "data" / "raw", other / "data" / "raw", symlinks=True)
-    assert cli("run").exit_code == 0
+def test_same_inputs_give_identical_metrics_and_predictions(trained, tmp_path):
+    workspace = trained  # one full run (in-process); `other` trains again from nothing, in a real process
+    other = populate(tmp_path / "other")  # the same params.yaml and data, no outputs, lock or run cache
     proc = run_mlci("run", cwd=other)
     assert proc.returncode == 0, proc.stderr
     for name in ("train_metadata.json", "test_metadata.json"):
@@ -132,7 +129,8 @@ def test_kaggle_csv_through_the_whole_pipeline(workspace, tmp_path):
     assert load(workspace, "test_metadata.json")["test_acc"] >= 0.85
 
 
-def test_failing_gate_stops_before_test_and_still_reports(workspace):
+def test_failing_gate_stops_before_test_and_still_reports(small):
+    workspace = small  # 6,000 rows: what a failed gate stops and keeps, not accuracy
     result = cli("run", "--json", "-S", 'gate.rules=[{metric: validation_acc, min: 0.99}]')
     assert result.exit_code == errors.GATE_FAILED
     assert "validation accuracy is lower than the threshold, process stopped" in result.stderr
@@ -158,7 +156,8 @@ def test_failing_gate_stops_before_test_and_still_reports(workspace):
     assert "validation_roc_auc = 0.9" in gate.stdout and "(must be <= 0.5): FAIL" in gate.stdout
 
 
-def test_stages_one_by_one_like_the_tutorial(workspace):
+def test_stages_one_by_one_like_the_tutorial(small):
+    workspace = small  # 6,000 rows: the stages' order and records, not accuracy
     assert cli("train").exit_code == errors.PREREQUISITE
     assert cli("preprocess").exit_code == 0
     assert cli("test").exit_code == errors.PREREQUISITE  # no gate yet
@@ -184,8 +183,8 @@ def test_unknown_gate_metric_is_a_usage_error(workspace):
     assert "gate rule metric 'validation_accuracy' is not in" in result.stderr
 
 
-def test_predict_keeps_every_row_in_order(workspace):
-    assert cli("run").exit_code == 0
+def test_predict_keeps_every_row_in_order(trained):
+    workspace = trained  # after one full run
     lines = (workspace / "data" / "raw" / "adult.data").read_text().splitlines(True)[:200]
     lines[10] = lines[10].replace("Private", "Spaceship", 1)  # unknown category: scored as missing, counted
     lines[20] = lines[20].replace(lines[20].split(",")[0], "abc", 1)  # not a number: a rejected row
@@ -214,8 +213,8 @@ def test_predict_keeps_every_row_in_order(workspace):
     assert strict.exit_code == 0 and json.loads(strict.stdout)["rejected"] == 2
 
 
-def test_tampered_model_is_refused(workspace):
-    assert cli("run").exit_code == 0
+def test_tampered_model_is_refused(trained):
+    workspace = trained  # after one full run
     with open(workspace / "models" / "model.pkl", "ab") as fh:
         fh.write(b"\0")
     result = cli("predict", str(workspace / "data" / "raw" / "adult.data"), "-o", "x.csv")
@@ -233,8 +232,9 @@ def test_busy_workspace(workspace):
     assert f"(pid {os.getpid()}) is using this workspace" in result.stderr
 
 
-def test_concurrent_runs_never_interleave(workspace):
+def test_concurrent_runs_never_interleave(small):
     """Two real processes: the second waits for the first, then finds everything up to date."""
+    workspace = small  # 6,000 rows: the workspace lock, not accuracy
     first = subprocess.Popen([sys.executable, "-m", "mlci", "run", "--json"], cwd=workspace,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # The first holds the workspace lock once it reports its first stage.
@@ -248,8 +248,8 @@ def test_concurrent_runs_never_interleave(workspace):
     assert set(statuses(second).values()) == {"cached"}
 
 
-def test_killed_run_leaves_previous_outputs_and_recovers(workspace):
-    assert cli("run").exit_code == 0
+def test_killed_run_leaves_previous_outputs_and_recovers(trained):
+    workspace = trained  # after one full run
     before = {p: (workspace / p).read_bytes() for p in outputs(workspace)}
     proc = subprocess.Popen([sys.executable, "-m", "mlci", "run", "--force"], cwd=workspace,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -292,11 +292,11 @@ def test_params_yaml_spells_out_the_defaults():
     assert Params.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text())) == Params()
 
 
-def test_a_closed_pipe_ends_quietly(workspace):
+def test_a_closed_pipe_ends_quietly(trained):
     import subprocess
     import sys
 
-    assert cli("run").exit_code == 0
+    workspace = trained  # after one full run
     proc = subprocess.run(f"{sys.executable} -m mlci run | head -1", shell=True, cwd=workspace, capture_output=True,
                           text=True, executable="/bin/bash", env={**os.environ, "MLCI_NO_TRACK": "1"})
     assert proc.stdout.strip() == "validation accuracy is higher than the threshold"
@@ -314,9 +314,9 @@ def test_help_pages_are_short_and_offer_options_only_where_they_act():
         assert ("--profile" in page) == (name in ("run", "train")), name
 
 
-def test_a_reverted_parameter_is_restored_from_the_run_cache(workspace):
+def test_a_reverted_parameter_is_restored_from_the_run_cache(trained):
     """Back to parameters that ran before: the outputs come back byte for byte, without refitting."""
-    assert cli("run").exit_code == 0
+    workspace = trained  # after one full run (its outputs and run cache)
     first = {p: (workspace / p).read_bytes() for p in outputs(workspace) if not p.endswith(("report.html", "report.md",
                                                                                               "report.json"))}
     assert cli("run", "-S", "train.learning_rate=0.1").exit_code == 0

@@ -14,7 +14,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, cli, populate, run_mlci
+from conftest import ROOT, cli, copy_trained, populate, run_mlci
 
 from mlci import errors
 from mlci.evaluation.bootstrap import intervals, weighted_metrics
@@ -24,12 +24,10 @@ ARTIFACTS = Path(os.environ.get("MLCI_TEST_ARTIFACTS", ROOT / ".test-artifacts")
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory) -> Path:
-    """One untracked `mlci run` on the real data, shared by the read-only checks below."""
-    ws = populate(tmp_path_factory.mktemp("report"))
-    proc = run_mlci("run", cwd=ws, env={"MLCI_NO_TRACK": "1"})
-    assert proc.returncode == 0, proc.stderr
-    return ws
+def ran(tmp_path_factory, trained_template) -> Path:
+    """One untracked `mlci run` on the real data (a copy of the session's: conftest's ``trained_template``),
+    shared by the read-only checks below."""
+    return copy_trained(trained_template, populate(tmp_path_factory.mktemp("report")))
 
 
 def scores(ws: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +162,8 @@ def test_report_is_deterministic(ran, tmp_path):
     assert json.loads((res / "report.json").read_text())["metrics"] == before_metrics
 
 
-def test_failed_gate_gives_junit_failures_and_a_report_without_the_test_split(workspace):
+def test_failed_gate_gives_junit_failures_and_a_report_without_the_test_split(small):
+    workspace = small  # 6,000 rows: what the files say of a failed gate, not accuracy
     rules = "gate.rules=[{metric: validation_acc, min: 0.99}, {metric: validation_roc_auc, min: 0.9}]"
     result = cli("run", "-S", rules)
     assert result.exit_code == errors.GATE_FAILED
@@ -178,7 +177,8 @@ def test_failed_gate_gives_junit_failures_and_a_report_without_the_test_split(wo
         (workspace / "results" / "report.json").read_text())["metrics"]
 
 
-def test_fairness_gaps_are_gate_rules(workspace):
+def test_fairness_gaps_are_gate_rules(small):
+    workspace = small  # 6,000 rows: the gaps are gate metrics, whatever their values
     rule = "gate.rules=[{metric: validation_equalized_odds_difference_sex, max: 0.01}]"
     result = cli("run", "-S", rule)
     assert result.exit_code == errors.GATE_FAILED
