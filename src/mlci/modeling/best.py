@@ -315,14 +315,15 @@ def _tune(X, y, folds, n_categorical, tp, bp, baseline: dict, echo: Echo, fits: 
 
 
 def search_in_child(*args):
-    """``search(*args)`` in a fresh process whose OpenMP runtimes sleep when idle; its lines come
-    back to ``echo``, its progress to ``progress`` (the last two arguments) as they happen.
+    """``search(*args)`` in a fresh process whose OpenMP runtimes spin only briefly when idle; its
+    lines come back to ``echo``, its progress to ``progress`` (the last two arguments) as they happen.
 
     Two copies of libgomp end up loaded (LightGBM links the system's, XGBoost the one scikit-learn
-    vendors), and by default each one's idle threads spin for a while before sleeping: on two cores
-    the spinning of one took the CPU from the other's work. ``OMP_WAIT_POLICY=PASSIVE`` is read when
-    a runtime loads, hence a fresh process (README, "The best profile": the figures). The default
-    profile keeps the spinning: it has one runtime at work, and passive waiting was slower for it.
+    vendors), and by default each one's idle threads spin for a long while before sleeping: on two
+    busy cores the spinning of one can take the CPU from the other's work. Sleeping at once
+    (``OMP_WAIT_POLICY=PASSIVE``) made every small LightGBM fit wait on waking threads instead (6x
+    slower on a quiet machine); a short spin (``GOMP_SPINCOUNT``) costs neither. Both are read when a
+    runtime loads, hence a fresh process (README, "The best profile": the figures).
     """
     import multiprocessing as mp
 
@@ -330,7 +331,7 @@ def search_in_child(*args):
     tasks: dict[int, Task] = {}  # the child's tasks, by its id, as this process's ``progress`` shows them
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    # The child sets OMP_WAIT_POLICY itself: changing this process's environment while another
+    # The child sets GOMP_SPINCOUNT itself: changing this process's environment while another
     # thread may start a process (tracking opens the store beside the stages) can hand the new
     # process a torn environment; a spawned child that dies before reading its start-up data leaves
     # multiprocessing's parent blocked on the pipe forever.
@@ -386,7 +387,7 @@ class _ToParent(Progress):
 def _child(conn, args) -> None:
     # Before any OpenMP runtime loads: none has yet (unpickling the arguments imports numpy and the
     # parameter classes only); LightGBM, CatBoost and XGBoost are imported by ``search``.
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ["GOMP_SPINCOUNT"] = "10000"
     try:
         result = search(*args, echo=lambda line: conn.send(("echo", line)), progress=_ToParent(conn))
         conn.send(("result", result))
