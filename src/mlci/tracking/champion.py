@@ -68,10 +68,6 @@ class Champion:
                 raise tracking_failed(self.uri, e) from None
         return self._models[version]
 
-    def split(self) -> dict | None:
-        """How the champion's training rows were chosen (None: before mlci recorded it)."""
-        return self.model()[1].get("split")
-
     def refitted(self, version: str | None = None) -> bool:
         """Whether a version learnt from its validation rows too (``train.refit_max_rows``): then its
         figures there are the ones measured before that fit, as recorded on its card."""
