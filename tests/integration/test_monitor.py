@@ -69,10 +69,16 @@ def test_a_shifted_batch_names_exactly_the_shifted_features(trained, tmp_path):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_without_labels_the_estimate_holds_on_unseen_rows(tmp_path, seed):
-    """On each split's untouched test rows, without their labels: the true accuracy lies in the
-    estimate's interval, and the estimate in the true accuracy's bootstrap interval widened by the
-    calibration's own uncertainty (the validation and test splits differ by chance: with seed 42
-    the test split is 1.6 points harder, README "What changed")."""
+    """On each split's untouched test rows, without their labels, the estimate agrees with the true
+    accuracy within its own uncertainty: 1.5 half-widths of its 95 % interval (about three standard
+    errors), a check that a wrong calibration, threshold or variance fails by points, not chance.
+
+    Not "the truth inside the 95 % interval" on each seed: the interval is a 95 % one, and the
+    calibration learnt on one split's rows is compared with another split's outcomes (with seed 42
+    the test split is 1.6 points harder, README "What changed"). Measured over split seeds 0-9 and
+    42 (refitted default model): truth - estimate from -0.013 to +0.014, mean +0.002, standard
+    deviation 0.0075; 9 of 11 truths inside the 95 % interval (half-width 0.011), all 11 inside 1.5
+    half-widths."""
     from conftest import populate
     from mlci.evaluation.bootstrap import intervals
 
@@ -86,9 +92,9 @@ def test_without_labels_the_estimate_holds_on_unseen_rows(tmp_path, seed):
     est = json.loads((tmp_path / "out" / "monitor.json").read_text())["performance"]["acc"]
     scores = pd.read_parquet(ws / "results" / "test_scores.parquet")
     truth = intervals(scores["label"].to_numpy(), scores["probability"].to_numpy(), resamples=1000)["acc"]
-    assert out["acc_estimated"] and est["low"] <= truth["value"] <= est["high"], (est, truth)
-    widen = (est["high"] - est["low"]) / 2 - (truth["high"] - truth["low"]) / 2
-    assert truth["low"] - widen <= est["value"] <= truth["high"] + widen, (est, truth)
+    half = (est["high"] - est["low"]) / 2
+    assert out["acc_estimated"] and 0.005 < half < 0.02, est  # an interval as wide as ~6,500 rows allow
+    assert abs(est["value"] - truth["value"]) <= 1.5 * half, (est, truth)
 
 
 def test_prediction_logs_are_read_as_a_batch(trained, tmp_path):

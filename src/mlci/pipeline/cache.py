@@ -49,8 +49,9 @@ def key(st: Stage, s: S.Settings, params: Resolved, champion: str | None, known:
     """What the stage's result depends on, hashed: code, parameters, inputs (``known``: see ``L.hashes``)."""
     made_of = {"stage": st.name, "code": L.stage_code(st), "params": L.resolved_params(params, st, champion),
                "deps": L.hashes(st.deps(s), known)}
-    if st.uses_champion(params):
-        # "v3" means a model only within one store and one registered model.
+    if st.uses_champion(params) and champion not in (None, L.UNTRACKED):
+        # "v3" means a model only within one store and one registered model; with no champion the
+        # result depends on no store, so a copied or moved workspace keeps its entries.
         made_of["champion_of"] = [os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db",
                                   str(s.workdir.resolve()), params.section("tracking").get("model_name")]
     return hashlib.sha256(json.dumps(made_of, sort_keys=True, default=str).encode()).hexdigest()
