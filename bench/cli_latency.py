@@ -9,8 +9,8 @@ copies of them made with MLflow's client until there are ``--runs`` command runs
 registering another version of a real model. Each figure is the median wall time of fresh
 processes: ``mlci runs`` (piped: tab-separated), ``mlci runs --json``, ``mlci diff`` (champion vs
 latest), ``mlci promote 1`` and ``mlci rollback``; and, as the floor of any command that goes
-through MLflow's client (promote and rollback write, so they must), a bare ``python -c`` that opens
-that client on the store and reads the champion's version. ``--vs`` times another mlci executable (e.g.
+through MLflow's client, a bare ``python -c`` that opens that client on the store and reads the
+champion's version. ``--vs`` times another mlci executable (e.g.
 another checkout's ``.venv/bin/mlci``, which runs that checkout's code) on the same store,
 interleaved with this checkout's code (``python -m mlci`` with this ``src``), and prints both.
 """

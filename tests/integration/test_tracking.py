@@ -166,10 +166,33 @@ def test_a_refitted_champion_is_compared_by_its_recorded_figures_not_rescored(tr
     assert report["figures_split"] == "test" and report["importance_note"] is None
 
 
+def _registry_rows(db: Path) -> dict[str, list[tuple]]:
+    """The registry's tables, with the times a promotion records (values and event keys) blanked."""
+    import re
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    found = {}
+    for table in ("registered_models", "model_versions", "registered_model_aliases", "registered_model_tags",
+                  "model_version_tags"):
+        rows = []
+        for row in con.execute(f"SELECT * FROM {table}"):
+            rows.append(tuple(re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", "T",
+                                     re.sub(r"(mlci\.(?:history|promotion)\.)\d+", r"\1N", v))
+                              if isinstance(v, str) else v for v in row))
+        found[table] = sorted(rows, key=repr)
+    con.close()
+    return found
+
+
 def test_promote_and_rollback_record_reason_and_who(tracked):
+    from mlci.config.resolve import resolve
+    from mlci.tracking.registry import Registry
+
     assert cli("run").exit_code == 0
     assert cli("run", "-S", "train.n_estimators=390").exit_code == 0
     assert champion(tracked) == "2"
+    shutil.copy(tracked / "mlflow.db", tracked / "by-client.db")  # the same steps through MLflow's client
     back = cli("rollback", "--reason", "v2 misbehaves in production")
     assert back.exit_code == 0 and "moved back from v2 to v1" in back.stdout
     assert champion(tracked) == "1"
@@ -180,8 +203,34 @@ def test_promote_and_rollback_record_reason_and_who(tracked):
     up = cli("promote", "v2", "--reason", "fixed upstream")
     assert up.exit_code == 0 and champion(tracked) == "2"
     assert client(tracked).get_model_version("adult-income", "2").tags["mlci.promotion_reason"] == "fixed upstream"
+    history = [(e["kind"], e["version"], e["from"]) for e in Registry(
+        f"sqlite:///{tracked / 'mlflow.db'}", resolve(tracked / "params.yaml", [], tracked / ".mlci").section(
+            "tracking")).history()]
+    assert history == [("promote", "1", None), ("promote", "2", "1"), ("rollback", "1", "2"), ("promote", "2", "1")]
+    # On a SQLite store both commands write MLflow's rows themselves (no MLflow start-up): the very
+    # rows MLflow's client writes for the same steps, times aside.
+    reg = Registry(f"sqlite:///{tracked / 'by-client.db'}",
+                   resolve(tracked / "params.yaml", [], tracked / ".mlci").section("tracking"))
+    with reg.promotion_lock():
+        assert reg.rollback("v2 misbehaves in production") == ("2", "1")
+    reg.set_champion("2", "fixed upstream")
+    assert _registry_rows(tracked / "mlflow.db") == _registry_rows(tracked / "by-client.db")
+    probe = ("import sys; from mlci.cli import main; main(['promote', '1', '--reason', 'probe'], standalone_mode=False);"
+             " print('mlflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tracked, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.splitlines() == ["adult-income v1 is now the champion (was v2)",
+                                                                 "False"], (
+        proc.stderr or "MLflow's client was used: if MLflow's schema changed, compare direct's rows with it, "
+        "then add the revision to direct.WRITE_SCHEMAS")
     missing = cli("promote", "9", "--reason", "x")
     assert missing.exit_code == errors.PREREQUISITE and "has no version 9" in missing.stderr
+    # A damaged artifact is refused before anything is written.
+    before = _registry_rows(tracked / "mlflow.db")
+    for art in (tracked / "mlartifacts").rglob("model.pkl"):
+        art.write_bytes(art.read_bytes() + b"x")
+    bad = cli("promote", "2", "--reason", "x")
+    assert bad.exit_code == errors.TRACKING and "sha256" in bad.stderr and "nothing was promoted" in bad.stderr
+    assert _registry_rows(tracked / "mlflow.db") == before
 
 
 def test_runs_and_diff(tracked):

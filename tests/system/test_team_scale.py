@@ -73,6 +73,14 @@ def test_pipeline_against_a_real_tracking_server(server, tmp_path):
     listing = run_mlci("runs", "--json", cwd=ws, env=env)
     assert listing.returncode == 0
     assert summary["run_id"] in [r["run_id"] for r in json.loads(listing.stdout)]
+    # Promote and roll back on a server go through MLflow's client (the direct path is SQLite's only).
+    params = ws / "params.yaml"
+    params.write_text(params.read_text().replace("  model_name: null", f"  model_name: {name}"))
+    again = run_mlci("promote", "1", "--reason", "audit", cwd=ws, env=env)
+    assert again.returncode == 0 and "already the champion" in again.stdout, again.stderr
+    assert c.get_model_version(name, "1").tags["mlci.promotion_reason"] == "audit"
+    back = run_mlci("rollback", "--reason", "x", cwd=ws, env=env)
+    assert back.returncode == errors.PREREQUISITE and "only version ever promoted" in back.stderr, back.stderr
 
 
 def test_concurrent_promotions_never_leave_the_worse_model(server, tmp_path):

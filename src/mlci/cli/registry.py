@@ -36,22 +36,31 @@ def _registry(ctx: click.Context):
 @click.pass_context
 @handle_errors
 def promote(ctx: click.Context, version: str, reason: str) -> None:
-    """Make VERSION the champion (checks that its artifact loads first)."""
-    s, reg = _registry(ctx)
+    """Make VERSION the champion (checks its artifact first)."""
+    from mlci.tracking import direct
+
+    s, uri, tracking = _store(ctx)
     version = version.lstrip("vV")
-    try:
-        reg.version(version)
-    except Exception:  # noqa: BLE001
-        raise errors.PrerequisiteError(f"{reg.name} has no version {version}") from None
-    reg.load(version)  # refuse a version whose artifact is missing or corrupt
-    with reg.promotion_lock():
-        previous = reg.champion()
-        reg.set_champion(version, reason)
-    if previous is not None and str(previous.version) == version:
-        click.echo(f"{reg.name} v{version} is already the {reg.alias} (this promotion is recorded in its history)")
+    name, alias = tracking["model_name"], tracking["alias"]
+    previous = direct.promote(uri, tracking, version, reason)  # a SQLite store, without MLflow's start-up
+    if previous is direct.UNKNOWN:
+        from mlci.tracking.registry import Registry
+
+        reg = Registry(uri, tracking)
+        try:
+            reg.version(version)
+        except Exception:  # noqa: BLE001
+            raise errors.PrerequisiteError(f"{name} has no version {version}") from None
+        reg.load(version)  # refuse a version whose artifact is missing or corrupt
+        with reg.promotion_lock():
+            champion = reg.champion()
+            reg.set_champion(version, reason)
+        previous = str(champion.version) if champion is not None else None
+    if previous == version:
+        click.echo(f"{name} v{version} is already the {alias} (this promotion is recorded in its history)")
     else:
-        was = f" (was v{previous.version})" if previous else ""
-        click.echo(f"{reg.name} v{version} is now the {reg.alias}{was}")
+        was = f" (was v{previous})" if previous else ""
+        click.echo(f"{name} v{version} is now the {alias}{was}")
 
 
 @main.command(epilog=epilog())
@@ -60,10 +69,18 @@ def promote(ctx: click.Context, version: str, reason: str) -> None:
 @handle_errors
 def rollback(ctx: click.Context, reason: str) -> None:
     """Move the champion back to the version that held it before."""
-    s, reg = _registry(ctx)
-    with reg.promotion_lock():
-        old, new = reg.rollback(reason)
-    click.echo(f"{reg.name}: {reg.alias} moved back from v{old} to v{new}")
+    from mlci.tracking import direct
+
+    s, uri, tracking = _store(ctx)
+    moved = direct.rollback(uri, tracking, reason)
+    if moved is direct.UNKNOWN:
+        from mlci.tracking.registry import Registry
+
+        reg = Registry(uri, tracking)
+        with reg.promotion_lock():
+            moved = reg.rollback(reason)
+    old, new = moved
+    click.echo(f"{tracking['model_name']}: {tracking['alias']} moved back from v{old} to v{new}")
 
 
 @main.command(epilog=epilog())

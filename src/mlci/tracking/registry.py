@@ -237,7 +237,7 @@ class Registry:
             raise TrackingError(f"{where}: its model artifact cannot be read ({type(e).__name__}: "
                                 f"{str(e).splitlines()[0][:200]}); nothing was promoted") from None
         if bytes_hash(data) != expected:
-            raise _mismatch(expected, where)(bytes_hash(data))
+            raise artifact_mismatch(expected, where)(bytes_hash(data))
         return local
 
     def load_with_card(self, version: str) -> tuple[object, dict]:
@@ -247,7 +247,8 @@ class Registry:
         expected = self.version(version).tags.get(T + "model_sha256")
         with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
             path = self.fetch(version, Path(tmp))
-            model = unpickle_verified(path.read_bytes(), expected, _mismatch(expected, f"{self.name} v{version}"))
+            model = unpickle_verified(path.read_bytes(), expected,
+                                      artifact_mismatch(expected, f"{self.name} v{version}"))
             card_path = path.with_name("model.json")
             card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         return model, {**card, "sha256": expected}
@@ -257,36 +258,25 @@ class Registry:
         mv = self.version(version)
         expected = mv.tags.get(T + "model_sha256")
         return unpickle_verified(self.fetch(version, mv=mv).read_bytes(), expected,
-                                 _mismatch(expected, f"{self.name} v{version}"))
+                                 artifact_mismatch(expected, f"{self.name} v{version}"))
 
     def tag_version(self, version: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_model_version_tag(self.name, str(version), T + k, str(v))
 
-    @contextlib.contextmanager
-    def promotion_lock(self) -> Iterator[None]:
-        """Serialise promotions of this model on this host (all workspaces, all processes)."""
-        import fcntl
-
-        key = hashlib.sha256(f"{self.uri}\0{self.name}".encode()).hexdigest()[:16]
-        lock_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlci" / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"promote-{key}.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            yield
+    def promotion_lock(self):
+        return promotion_lock(self.uri, self.name)
 
     def set_champion(self, version: str, reason: str, by: str | None = None, kind: str = "promote") -> None:
         """Point the alias at ``version`` and keep the event: on the version (its latest promotion, plus
         one tag per event) and in the registered model's append-only history."""
         previous = self.champion()
         self.client.set_registered_model_alias(self.name, self.alias, str(version))
-        at, by = utc_now("milliseconds"), by or who()
-        self.tag_version(version, {"promoted_at": at, "promoted_by": by, "promotion_reason": reason})
-        entry = {"kind": kind, "version": str(version), "from": str(previous.version) if previous else None,
-                 "at": at, "by": by, "reason": reason}
-        key = f"{time.time_ns()}"  # tag keys take no ':' or '+': nanoseconds order the events
-        self.client.set_registered_model_tag(self.name, f"{HISTORY}{key}", json.dumps(entry))
-        self.client.set_model_version_tag(self.name, str(version), f"{T}promotion.{key}", json.dumps(entry))
+        version_tags, model_tags = champion_event(version, previous.version if previous else None, reason, by, kind)
+        for k, v in version_tags.items():
+            self.client.set_model_version_tag(self.name, str(version), k, v)
+        for k, v in model_tags.items():
+            self.client.set_registered_model_tag(self.name, k, v)
 
     def history(self) -> list[dict]:
         """Every promotion and rollback of the alias, oldest first."""
@@ -331,17 +321,13 @@ class Registry:
         current = self.champion()
         if current is None:
             raise PrerequisiteError(f"{self.name} has no {self.alias} to roll back")
-        earlier = [
-            v for v in self.client.search_model_versions(f"name = '{self.name}'")
-            if v.tags.get(T + "promoted_at") and int(v.version) != int(current.version)
-            and v.tags.get(T + "promoted_at") <= current.tags.get(T + "promoted_at", "~")
-        ]
-        if not earlier:
-            raise PrerequisiteError(f"{self.name} v{current.version} is the only version ever promoted; nothing to roll back to")
-        target = max(earlier, key=lambda v: (v.tags[T + "promoted_at"], int(v.version)))
-        self.set_champion(str(target.version), f"rollback from v{current.version}: {reason}", kind="rollback")
-        self.tag_version(str(current.version), {"rolled_back_at": utc_now('milliseconds'), "rollback_reason": reason})
-        return str(current.version), str(target.version)
+        versions = self.client.search_model_versions(f"name = '{self.name}'")
+        target = rollback_target(self.name, str(current.version), current.tags,
+                                 [(str(v.version), v.tags) for v in versions])
+        self.set_champion(target, f"rollback from v{current.version}: {reason}", kind="rollback")
+        for k, v in rolled_back(reason).items():
+            self.client.set_model_version_tag(self.name, str(current.version), k, v)
+        return str(current.version), target
 
     # -- history ------------------------------------------------------------------------------
 
@@ -355,6 +341,51 @@ class Registry:
         return self.client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"],
                                        max_results=limit)
 
+
+
+
+@contextlib.contextmanager
+def promotion_lock(uri: str, name: str) -> Iterator[None]:
+    """Serialise promotions of model ``name`` in store ``uri`` on this host (all workspaces, all processes)."""
+    import fcntl
+
+    key = hashlib.sha256(f"{uri}\0{name}".encode()).hexdigest()[:16]
+    lock_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlci" / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"promote-{key}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+# -- what a promotion writes: one definition for MLflow's client and the direct SQLite path ------
+
+
+def champion_event(version: str, previous: str | None, reason: str, by: str | None = None,
+                   kind: str = "promote") -> tuple[dict[str, str], dict[str, str]]:
+    """The tags that record a promotion or rollback to ``version``: (the version's, the registered
+    model's). The event's key is the time in nanoseconds (tag keys take no ':' or '+')."""
+    at, by = utc_now("milliseconds"), by or who()
+    entry = json.dumps({"kind": kind, "version": str(version), "from": str(previous) if previous else None,
+                        "at": at, "by": by, "reason": reason})
+    key = f"{time.time_ns()}"
+    return ({T + "promoted_at": at, T + "promoted_by": by, T + "promotion_reason": reason,
+             f"{T}promotion.{key}": entry}, {f"{HISTORY}{key}": entry})
+
+
+def rolled_back(reason: str) -> dict[str, str]:
+    """The tags a rollback leaves on the version it moved away from."""
+    return {T + "rolled_back_at": utc_now("milliseconds"), T + "rollback_reason": reason}
+
+
+def rollback_target(name: str, current: str, current_tags: dict[str, str],
+                    versions: list[tuple[str, dict[str, str]]]) -> str:
+    """The version promoted last before ``current`` was (``versions``: every version with its tags)."""
+    at = current_tags.get(T + "promoted_at", "~")
+    earlier = [(tags[T + "promoted_at"], int(v)) for v, tags in versions
+               if tags.get(T + "promoted_at") and int(v) != int(current) and tags[T + "promoted_at"] <= at]
+    if not earlier:
+        raise PrerequisiteError(f"{name} v{current} is the only version ever promoted; nothing to roll back to")
+    return str(max(earlier)[1])
 
 def _proc_stat(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (state first), or None."""
@@ -393,7 +424,7 @@ def flatten_params(sections: dict) -> dict[str, Any]:
     return out
 
 
-def _mismatch(expected: str | None, where: str):
+def artifact_mismatch(expected: str | None, where: str):
     def error(actual: str) -> TrackingError:
         return TrackingError(f"{where}: model artifact sha256 {actual} does not match the registry's "
                              f"{expected}; refusing to load it, nothing was promoted")
