@@ -233,6 +233,45 @@ def test_github_workflow_runs_under_act(tmp_path):
     assert str(registry.get_model_version_by_alias("adult-income", "champion").version) == "1"
     assert str(registry.get_model_version_by_alias("adult-income", "challenger").version) == "2"
 
+    # The nightly monitor (monitor.yml, dispatched by hand) against the same store's champion.
+    import pandas as pd
+    from conftest import adult_data, kaggle_csv
+
+    monitor_pins = re.findall(r"uses: (actions/(?!checkout)[\w-]+@[0-9a-f]{40})",
+                              (ROOT / ".github/workflows/monitor.yml").read_text())
+    fresh = tmp_path / "fresh"  # fresh labelled data: the first 12,000 people
+    fresh.mkdir()
+    (fresh / "adult.data").write_text("".join(adult_data().read_text().splitlines(True)[:12_000]))
+    batch = pd.read_csv(kaggle_csv(tmp_path)).drop(columns=["income"])
+
+    def monitor(logs: pd.DataFrame, succeeds: bool = True) -> str:
+        logs.to_csv(tmp_path / "logs.csv", index=False)
+        proc = subprocess.run(
+            [BIN / "act", "workflow_dispatch", "-P", "ubuntu-latest=-self-hosted", "-W", ".github/workflows/monitor.yml",
+             "-s", f"MLFLOW_TRACKING_URI=sqlite:///{store}", "--var", f"MLCI_PREDICTION_LOGS={tmp_path / 'logs.csv'}",
+             "--var", f"MLCI_FRESH_DATA_DIR={fresh}",
+             *[a for ref in monitor_pins for a in ("--local-repository", f"{ref}={noop}")]],
+            cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        out = proc.stdout + proc.stderr
+        assert (proc.returncode == 0) == succeeds and ("Job succeeded" in out) == succeeds, out[-4000:]
+        assert processes_under(tmp_path) == []
+        return out
+
+    quiet = monitor(batch.sample(n=8_000, random_state=5))  # the champion's own population: no rule fails
+    assert "Success - Main Monitor the champion" in quiet and "Main Retrain on the fresh data" not in quiet
+    assert "Summary - " in quiet  # monitor.md reached the job summary
+    versions = lambda: sorted(int(v.version) for v in registry.search_model_versions("name = 'adult-income'"))  # noqa: E731
+    assert versions() == [1, 2]
+    # Ages moved up by 15: the monitor exits 12, so the pipeline runs on the fresh data. Its model
+    # (12,000 people) is registered and gated against the champion like any push; it falls short
+    # of the champion's ROC-AUC, so the champion stays and the nightly job fails with the gate's exit.
+    drifted = monitor(batch.sample(n=8_000, random_state=6).assign(age=lambda f: f["age"] + 15), succeeds=False)
+    assert "feature age drifted" in drifted and "Success - Main Monitor the champion" in drifted
+    retrain = drifted.split("Main Retrain on the fresh data", 1)[1]
+    assert "gate failed" in retrain and "champion" in retrain and "Failure - Main Retrain on the fresh data" in retrain
+    assert "exit status 3" in retrain
+    assert versions() == [1, 2, 3] and str(registry.get_model_version_by_alias("adult-income", "champion").version) == "1"
+
 
 def test_github_workflow_is_hardened():
     """zizmor (the GitHub Actions auditor) finds nothing; and what it cannot judge, checked by hand."""

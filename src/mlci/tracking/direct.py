@@ -67,7 +67,10 @@ def rollback(uri: str, tracking: dict, reason: str) -> tuple[str, str] | object:
             current = st.champion()
             if current is None:
                 raise PrerequisiteError(f"{st.name} has no {st.alias} to roll back")
-            target = rollback_target(st.name, current, st.version(current).tags, st.versions())
+            held = st.version(current)
+            if held is None:
+                raise _Skip  # the alias names a version being deleted: MLflow's client knows what to say
+            target = rollback_target(st.name, current, held.tags, st.versions())
             st.set_champion(target, current, f"rollback from v{current}: {reason}", None, "rollback")
             st.upsert_version_tags(current, rolled_back(reason))
             return current, target
@@ -110,11 +113,13 @@ class _Store:
 
     def _close(self, commit: bool) -> None:
         con, self.con = getattr(self, "con", None), None
-        if con is not None:
-            try:
-                con.execute("COMMIT" if commit else "ROLLBACK") if con.in_transaction else None
-            finally:
-                con.close()
+        if con is None:
+            return
+        try:
+            if con.in_transaction:
+                con.execute("COMMIT" if commit else "ROLLBACK")
+        finally:
+            con.close()
 
     # -- reads --------------------------------------------------------------------------------
 
