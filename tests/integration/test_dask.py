@@ -222,6 +222,29 @@ def test_a_worker_killed_mid_fit_ends_the_step_with_a_clear_error(tmp_path):
         c.stop()
 
 
+def test_a_worker_out_of_memory_is_a_clear_error_and_leaves_nothing(tmp_path):
+    """Workers of 350 MB given one 33 MB CSV block to read: each is over its nanny's 95 % and
+    restarted, the scheduler gives the task up: one line, exit 13, seconds, not a hang; no output."""
+    c = DaskCluster(tmp_path / "cluster", workers=2, memory_limit="350MB").start()
+    try:
+        ws = workspace(tmp_path / "ws")
+        text = kaggle_csv(tmp_path).read_text().splitlines(True)
+        with open(ws / "data" / "raw" / "adult.csv", "w") as out:
+            out.write(text[0])
+            for _ in range(8):
+                out.writelines(text[1:])
+        started = time.monotonic()
+        done = run_mlci("preprocess", "-S", "engine=dask", "-S", "dask.blocksize=200000000", "-S",
+                        "dask.step_timeout=120", cwd=ws, env=dask_env(c))
+        assert done.returncode == 13, done.stderr
+        assert "died (out of memory, usually" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in done.stderr and time.monotonic() - started < 100
+        assert "exceeded 95% memory budget" in c.log("worker0") + c.log("worker1")
+        assert not (ws / "data" / "processed").exists() or not any((ws / "data" / "processed").iterdir())
+    finally:
+        c.stop()
+
+
 def test_two_fits_sharing_the_cluster_both_finish(cluster, tmp_path):
     """LightGBM's Dask fits sharing workers wait on each other's sockets; mlci's cluster-wide lock
     lets one fit at a time: both end, neither hangs."""

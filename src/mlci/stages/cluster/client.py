@@ -106,6 +106,10 @@ def gather(c, futures: list, timeout: float, doing: str) -> list:
                 c.cancel(futures)
                 if isinstance(err, MlciError):
                     raise err
+                if type(err).__name__ == "KilledWorker":  # the scheduler gave up after allowed-failures
+                    raise ClusterError(f"{doing}: every worker that ran one of its tasks died (out of memory, "
+                                       "usually: the workers' logs say; a smaller dask.blocksize or a larger "
+                                       "worker --memory-limit)")
                 raise ClusterError(f"{doing}: a task failed ({type(err).__name__}: {str(err)[:200]})")
             if future.status == "cancelled":
                 raise ClusterError(f"{doing}: the cluster cancelled the work (was the scheduler restarted?)")
