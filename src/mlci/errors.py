@@ -21,7 +21,7 @@ SERVE = 9  # `mlci serve` cannot listen on the address (in use, not permitted)
 STATE = 10  # a file mlci wrote earlier is damaged (not JSON, truncated, does not unpickle, wrong shape)
 IO = 11  # a file or directory cannot be read or written (permissions, a full disk, a file for a directory)
 MONITOR_FAILED = 12  # `mlci monitor`: the batch drifted or the model's performance dropped (a rule failed)
-CLUSTER = 13  # engine dask: the scheduler is unreachable, a worker was lost, or a step overran its timeout
+CLUSTER = 13  # engine dask: the scheduler is unreachable, a worker was lost or out of memory, or a step overran
 TIME_BUDGET = 14  # the best profile's search overran best.time_budget (it is counted, so it stops instead)
 PIPE_CLOSED = 141  # the reader of stdout went away (128 + SIGPIPE, as a shell reports a killed pipeline)
 
@@ -41,8 +41,8 @@ EXIT_CODES = {
     IO: "a file or directory cannot be read or written (permissions, a full disk, a file where a directory should be)",
     MONITOR_FAILED: "`mlci monitor`: a monitoring rule failed (a feature or the predictions drifted, or "
                     "performance dropped); the report was written",
-    CLUSTER: "engine dask: the Dask scheduler is unreachable, a worker was lost mid-step, or a step overran its "
-             "timeout (dask.*_timeout); nothing half-written was kept",
+    CLUSTER: "engine dask: the Dask scheduler is unreachable, a worker was lost mid-step or ran out of memory, or "
+             "a step overran its timeout (dask.*_timeout); nothing half-written was kept",
     TIME_BUDGET: "the best profile's search overran best.time_budget and stopped (its trials, folds and rounds "
                  "are counted, never cut short by the clock); nothing was written",
     PIPE_CLOSED: "the reader of mlci's output closed the pipe (e.g. `| head`); the work itself was done",
