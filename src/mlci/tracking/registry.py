@@ -342,8 +342,6 @@ class Registry:
                                        max_results=limit)
 
 
-
-
 @contextlib.contextmanager
 def promotion_lock(uri: str, name: str) -> Iterator[None]:
     """Serialise promotions of model ``name`` in store ``uri`` on this host (all workspaces, all processes)."""
