@@ -245,6 +245,51 @@ def test_a_worker_out_of_memory_is_a_clear_error_and_leaves_nothing(tmp_path):
         c.stop()
 
 
+def test_a_port_taken_before_lightgbm_binds_it_is_retried_with_fresh_ports(tmp_path):
+    """LightGBM's Dask module picks a free port on each worker and binds it later; another process
+    may take it in between. Made to happen for real: on each worker the first port handed out is
+    already bound by a listening socket, so LightGBM's own bind fails; mlci fits again with fresh
+    ports and the run ends as any other."""
+    from distributed import Client
+
+    def squat():  # runs on each worker: the first port handed out is held by someone else
+        import socket
+
+        import lightgbm.dask as ld
+
+        real = ld._acquire_port
+
+        def acquire():
+            if getattr(ld, "_test_squatted", None) is not None:
+                return real()
+            taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            taken.bind(("", 0))
+            taken.listen()
+            ld._test_squatted = taken
+            handed = ld._RemoteSocket()
+            handed.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # released before LightGBM binds
+            return handed, taken.getsockname()[1]
+
+        ld._acquire_port = acquire
+
+    c = DaskCluster(tmp_path / "cluster", workers=2, memory_limit="2GB").start()
+    try:
+        ws = workspace(tmp_path / "ws", kaggle_csv(tmp_path))
+        env = dask_env(c)
+        assert run_mlci("preprocess", "-S", "engine=dask", "-S", f"dask.blocksize={BLOCK}", cwd=ws,
+                        env=env).returncode == 0
+        with Client(c.address, timeout=30) as client:
+            client.run(squat)
+            done = run_mlci("train", "-S", "engine=dask", "-S", "dask.step_timeout=240", cwd=ws, env=env)
+            assert done.returncode == 0, done.stderr
+            squatted = client.run(lambda: __import__("lightgbm.dask").dask._test_squatted is not None)
+        assert list(squatted.values()) == [True, True]  # both first attempts met a taken port
+        meta = json.loads((ws / "results" / "train_metadata.json").read_text())
+        assert meta["engine"] == "dask" and meta["validation_roc_auc"] > 0.92
+    finally:
+        c.stop()
+
+
 def test_two_fits_sharing_the_cluster_both_finish(cluster, tmp_path):
     """LightGBM's Dask fits sharing workers wait on each other's sockets; mlci's cluster-wide lock
     lets one fit at a time: both end, neither hangs."""
