@@ -119,19 +119,14 @@ def trained(workspace, trained_template):
     return copy_trained(trained_template, workspace)
 
 
-def shrink(ws: Path, rows: int = 6000) -> Path:
-    """Keep the first ``rows`` lines of the workspace's data (a copy in place of the link)."""
-    raw = ws / "data" / "raw" / "adult.data"
-    lines = raw.read_text().splitlines(True)[:rows]
-    raw.unlink()
-    raw.write_text("".join(lines))
-    return ws
-
-
 @pytest.fixture
 def small(workspace):
     """The workspace with the first 6,000 rows of the data: every loop runs its full length, in seconds."""
-    return shrink(workspace)
+    raw = workspace / "data" / "raw" / "adult.data"
+    lines = raw.read_text().splitlines(True)[:6000]
+    raw.unlink()
+    raw.write_text("".join(lines))
+    return workspace
 
 
 def outputs(ws: Path) -> list[str]:

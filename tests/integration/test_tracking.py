@@ -203,14 +203,13 @@ def test_promote_and_rollback_record_reason_and_who(tracked):
     up = cli("promote", "v2", "--reason", "fixed upstream")
     assert up.exit_code == 0 and champion(tracked) == "2"
     assert client(tracked).get_model_version("adult-income", "2").tags["mlci.promotion_reason"] == "fixed upstream"
-    history = [(e["kind"], e["version"], e["from"]) for e in Registry(
-        f"sqlite:///{tracked / 'mlflow.db'}", resolve(tracked / "params.yaml", [], tracked / ".mlci").section(
-            "tracking")).history()]
+    tracking = resolve(tracked / "params.yaml", [], tracked / ".mlci").section("tracking")
+    history = [(e["kind"], e["version"], e["from"]) for e in Registry(f"sqlite:///{tracked / 'mlflow.db'}",
+                                                                      tracking).history()]
     assert history == [("promote", "1", None), ("promote", "2", "1"), ("rollback", "1", "2"), ("promote", "2", "1")]
     # On a SQLite store both commands write MLflow's rows themselves (no MLflow start-up): the very
     # rows MLflow's client writes for the same steps, times aside.
-    reg = Registry(f"sqlite:///{tracked / 'by-client.db'}",
-                   resolve(tracked / "params.yaml", [], tracked / ".mlci").section("tracking"))
+    reg = Registry(f"sqlite:///{tracked / 'by-client.db'}", tracking)
     with reg.promotion_lock():
         assert reg.rollback("v2 misbehaves in production") == ("2", "1")
     reg.set_champion("2", "fixed upstream")

@@ -45,7 +45,7 @@ class _Skip(Exception):
     """This store or version is not one the direct path handles: ask MLflow's client."""
 
 
-def promote(uri: str, tracking: dict, version: str, reason: str, by: str | None = None):
+def promote(uri: str, tracking: dict, version: str, reason: str):
     """Make ``version`` the champion; returns the previous champion's version (or None), or ``UNKNOWN``."""
     try:
         with promotion_lock(uri, tracking["model_name"]), _Store(uri, tracking) as st:
@@ -54,7 +54,7 @@ def promote(uri: str, tracking: dict, version: str, reason: str, by: str | None 
                 raise PrerequisiteError(f"{st.name} has no version {version}")
             st.check_artifact(mv)
             previous = st.champion()
-            st.set_champion(mv.version, previous, reason, by, "promote")
+            st.set_champion(mv.version, previous, reason, "promote")
             return previous
     except _Skip:
         return UNKNOWN
@@ -71,7 +71,7 @@ def rollback(uri: str, tracking: dict, reason: str) -> tuple[str, str] | object:
             if held is None:
                 raise _Skip  # the alias names a version being deleted: MLflow's client knows what to say
             target = rollback_target(st.name, current, held.tags, st.versions())
-            st.set_champion(target, current, f"rollback from v{current}: {reason}", None, "rollback")
+            st.set_champion(target, current, f"rollback from v{current}: {reason}", "rollback")
             st.upsert_version_tags(current, rolled_back(reason))
             return current, target
     except _Skip:
@@ -175,8 +175,8 @@ class _Store:
 
     # -- writes: the rows MLflow's client would write, one transaction --------------------------
 
-    def set_champion(self, version: str, previous: str | None, reason: str, by: str | None, kind: str) -> None:
-        version_tags, model_tags = champion_event(version, previous, reason, by, kind)
+    def set_champion(self, version: str, previous: str | None, reason: str, kind: str) -> None:
+        version_tags, model_tags = champion_event(version, previous, reason, kind=kind)
         if max(len(v) for v in (*version_tags.values(), *model_tags.values())) > MAX_TAG_VALUE:
             raise _Skip  # MLflow's client says what its limit is
         self.con.execute(
