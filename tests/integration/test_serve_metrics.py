@@ -8,7 +8,9 @@ directory. The load is bounded (a few thousand requests from a few threads).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -249,6 +251,51 @@ def test_a_removed_log_directory_is_counted_and_the_server_keeps_answering(ws, t
     finally:
         s.stop()
     assert s.log.read_text().count("prediction log: cannot write") == 1  # once per kind
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc: whichever of its threads started them)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_a_killed_log_writer_loses_only_what_it_held_and_is_replaced(ws, tmp_path):
+    """The prediction log's writer process killed while it holds 15 records (its file is not due for
+    30 s): the server keeps answering, counts them as failed (WriterExited), starts a new writer a
+    second later, and what comes after is written."""
+    logs = tmp_path / "killed"
+    s = Server(ws, "--model-dir", "models", "--poll", "0", "--log-predictions", str(logs),
+               "--log-flush-seconds", "30")
+    try:
+        c = s.client
+        first = wait_for(lambda: children(s.pid()))
+        assert len(first) == 1
+        for i in range(5):
+            assert c.post("/predict", json=[GOOD] * 3, headers={"X-Request-ID": f"before-{i}"}).status_code == 200
+        time.sleep(0.5)  # the feeder hands them over within 50 ms
+        os.kill(first[0], signal.SIGKILL)
+        m = wait_for(lambda: (lambda m: m if value(m, "mlci_prediction_log_failed_records_total") >= 15
+                              else None)(scrape(c)))
+        assert value(m, "mlci_prediction_log_write_errors_total", kind="WriterExited") >= 1
+        second = wait_for(lambda: [p for p in children(s.pid()) if p != first[0]])
+        assert len(second) == 1
+        for i in range(4):
+            assert c.post("/predict", json=[GOOD] * 2, headers={"X-Request-ID": f"after-{i}"}).status_code == 200
+        lost = value(scrape(c), "mlci_prediction_log_failed_records_total")
+    finally:
+        s.stop()
+    ids = pd.concat([pd.read_parquet(f) for f in log_files(logs)])["request_id"]
+    assert not any(i.startswith("before-") for i in ids)
+    assert ids.value_counts().to_dict() == {f"after-{i}": 2 for i in range(4)}
+    assert s.log.read_text().count("prediction log: the writer process exited") == 1, s.log.read_text()
+    assert lost >= 15 and not children(s.pid())
 
 
 def test_sampling_is_deterministic_per_request_id(ws, tmp_path):

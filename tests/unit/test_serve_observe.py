@@ -144,10 +144,13 @@ def test_request_path_counts_expose_what_prometheus_clients_own_instruments_do()
 
 def test_a_logged_batch_repeats_each_requests_fields_over_its_records(tmp_path):
     """The writer's table: requests of 1 and of several records, from both request paths (Structs and
-    dicts), in order, each record with its own request's id, time and answer."""
+    dicts), in order, each record with its own request's id, time and answer -- after the trip the
+    feeder gives them to the writer process (MessagePack)."""
     import msgspec
 
+    from mlci.serving.logwriter import build_table
     from mlci.serving.predlog import PredictionLog
+    from mlci.stages.monitor import LOG_COLUMNS
 
     Record = msgspec.defstruct("Record", [("age", int | None), ("sex", str | None), ("hours", float | None),
                                           ("dropped", float | None, None)], gc=False)
@@ -159,7 +162,7 @@ def test_a_logged_batch_repeats_each_requests_fields_over_its_records(tmp_path):
     for rid, recs, p, labels in requests:
         plog.add(rid, f"sha-{rid}", recs, p, labels)
     batch = list(plog._queue)
-    table = plog._table(batch)
+    table = build_table(msgspec.msgpack.decode(msgspec.msgpack.encode(batch)), plog.columns, LOG_COLUMNS)
     col = {name: table.column(name).to_pylist() for name in table.column_names}
     assert table.column_names[:3] == ["sex", "age", "hours"]
     assert col["request_id"] == ["a", "b", "b", "b", "c"]

@@ -8,14 +8,18 @@ How, without touching a response's latency:
 
 * The request path appends one tuple (references to the records it already holds) to a deque, after
   one check of the queue's bound; when full, the records are dropped and counted, never waited for.
-* A background thread takes them, builds the columns and writes a file every ``rows_per_file`` records
-  or ``flush_seconds`` seconds: to a dotted temporary name in the directory, then renamed, so that a
-  reader (``mlci monitor``, which reads ``*.parquet``) never sees half a file.
-* After each file the oldest files are deleted until the directory's ``predictions-*.parquet`` take at
-  most ``max_bytes``: the byte bound is the retention. A file is kept to about a tenth of it.
-* A failed write (a full disk, the directory removed or made read-only) loses that file's records,
-  counted by kind on ``/metrics`` and logged once per kind; the server goes on. The directory is
-  not re-created: whoever removed it meant something.
+* A feeder thread takes them a thousand requests at a time, encodes them with msgspec's MessagePack
+  encoder (one C call: about 0.4 ms per thousand single-record requests) and writes the frame to
+  the pipe of a writer process, letting the GIL go while it writes.
+* The writer process (``logwriter.py``) builds the columns and writes the files, rotated and within
+  ``max_bytes``. Building a table from Python objects holds an interpreter's GIL throughout; in the
+  server's own thread it made the event loop wait, and p99 at 50 connections went to 2.2 x
+  (README, "What it costs"). In its own process it holds its own.
+* A full pipe (the writer busy) blocks only the feeder: the deque fills and new records are dropped,
+  counted. A failed write loses that file's records, counted by kind on ``/metrics`` and logged once
+  per kind. A writer that exits loses the records it held (counted, kind ``WriterExited``); a new one
+  is started 1 s later (then 2, 4 ... up to a minute while they keep exiting without writing a file),
+  the records meanwhile waiting in the queue. The server goes on.
 
 Sampling is per request and deterministic: a request is logged when a hash of its request id (and
 ``seed``) falls under ``sample``, so the same id is always logged or always not.
@@ -24,28 +28,27 @@ Sampling is per request and deterministic: a request is logged when a hash of it
 from __future__ import annotations
 
 import collections
-import errno as errno_names
-import itertools
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 import zlib
-from datetime import datetime, timezone
-from operator import itemgetter
 from pathlib import Path
 
-from mlci.serving.records import columns, let_go
+from mlci.serving.logwriter import PREFIX
 from mlci.stages.monitor import LOG_COLUMNS
 
 log = logging.getLogger("mlci.serve")
 
-PREFIX = "predictions-"
 ROWS_PER_FILE = 10_000
 FLUSH_SECONDS = 10.0
-MAX_PENDING = 100_000  # records waiting for the writer at most; beyond, new ones are dropped (counted)
-FIRST_ROW_BYTES = 200  # a guess of a record's compressed size until the first file says better
-SLICE = 1000  # records the writer turns into columns between two yields of the GIL
+MAX_PENDING = 100_000  # records waiting for the feeder at most; beyond, new ones are dropped (counted)
+SLICE = 1000  # requests per frame: one encoder call of under a millisecond
+FEED_SECONDS = 0.05  # how often the feeder looks at the queue
+RESPAWN_SECONDS = (1.0, 60.0)  # the wait before a new writer process: doubled per exit without a file
 
 
 def sampled(request_id: str, rate: float, seed: int = 0) -> bool:
@@ -56,31 +59,29 @@ def sampled(request_id: str, rate: float, seed: int = 0) -> bool:
 
 
 class PredictionLog:
-    """The background writer of one directory."""
+    """The prediction log of one directory: the request path's queue, the feeder, the writer process."""
 
     def __init__(self, directory: Path, columns: list[tuple[str, str]], sample: float = 1.0,
                  max_bytes: int = 256 << 20, rows_per_file: int = ROWS_PER_FILE,
                  flush_seconds: float = FLUSH_SECONDS, max_pending: int = MAX_PENDING, seed: int = 0):
-        self.dir = Path(directory)
+        self.dir = Path(directory).resolve()
         self.columns = columns  # (feature, declared type) in the served model's order
         self.sample, self.seed = sample, seed
         self.max_bytes = max_bytes
-        self.max_rows = rows_per_file
-        self.rows_per_file = max(1, min(rows_per_file, max_bytes // (10 * FIRST_ROW_BYTES)))
+        self.rows_per_file = rows_per_file
         self.flush_seconds = flush_seconds
         self.max_pending = max_pending
         self._queue: collections.deque = collections.deque()  # append and popleft: thread-safe in CPython
         self._added = self._taken = 0  # records queued and taken off the queue, ever
-        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._seq = 0
+        self._feeder: threading.Thread | None = None
+        self._writer: _Writer | None = None
+        self._respawn_at, self._respawn_wait = 0.0, RESPAWN_SECONDS[0]
+        self._lock = threading.Lock()  # the counters the feeder and the writers' reports add to
         self.written = self.dropped = self.failed = self.sampled_out = 0
         self.errors: dict[str, int] = {}
+        self._logged: set[str] = set()
         self.bytes = 0
-        # Imported at start-up, not in the writer's first file: an import holds the GIL (and the import
-        # lock) for a tenth of a second, which requests would wait out.
-        import pyarrow.parquet  # noqa: F401
 
     # -- the request path -------------------------------------------------------------------------
 
@@ -90,7 +91,7 @@ class PredictionLog:
         if self.sample < 1.0 and not sampled(request_id, self.sample, self.seed):
             self.sampled_out += n
             return
-        # No lock: ``_added`` is written by this thread only, ``_taken`` by the writer only.
+        # No lock: ``_added`` is written by this thread only, ``_taken`` by the feeder only.
         pending = self._added - self._taken
         if pending + n > self.max_pending:
             self.dropped += n
@@ -102,153 +103,169 @@ class PredictionLog:
         # more per request on the event loop's thread (measured), for a copy of three references here.
         self._queue.append((request_id, model_sha256, time.time(), tuple(records), tuple(probabilities),
                             tuple(labels)))
-        if pending + n >= self.rows_per_file and not self._wake.is_set():
-            self._wake.set()
 
-    # -- the writer -------------------------------------------------------------------------------
+    # -- the feeder -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.bytes = sum(size for _, size in self._files())
-        self._thread = threading.Thread(target=self._run, name="mlci-prediction-log", daemon=True)
-        self._thread.start()
+        with os.scandir(self.dir) as it:  # the server checked the directory at start-up
+            self.bytes = sum(e.stat().st_size for e in it if e.name.startswith(PREFIX) and e.name.endswith(".parquet"))
+        self._writer = self._spawn()
+        self._feeder = threading.Thread(target=self._feed, name="mlci-prediction-log", daemon=True)
+        self._feeder.start()
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued and stop (at shutdown)."""
         self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._feeder is not None:
+            self._feeder.join(timeout)
 
     def stats(self) -> dict:
         return {"written": self.written, "dropped": self.dropped, "failed": self.failed,
                 "sampled_out": self.sampled_out, "errors": dict(self.errors), "bytes": self.bytes}
 
-    def _run(self) -> None:
-        batch: list = []
-        rows, first = 0, 0.0
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid (None before ``start`` or while none runs)."""
+        w = self._writer
+        return None if w is None or w.exited else w.proc.pid
+
+    def _feed(self) -> None:
+        import msgspec
+
+        encode = msgspec.msgpack.Encoder().encode
         while True:
             stopping = self._stop.is_set()
-            taken = 0
-            while self._queue:
-                item = self._queue.popleft()
-                n = len(item[3])
+            # While no writer runs (waiting to start a new one), records wait in the queue.
+            w = self._live_writer(now=stopping)
+            while w is not None and self._queue:
+                items, n = [], 0
+                while self._queue and len(items) < SLICE:
+                    item = self._queue.popleft()
+                    items.append(item)
+                    n += len(item[3])
                 self._taken += n
-                if not batch:
-                    first = item[2]  # when it was served: a file is at most flush_seconds behind
-                batch.append(item)
-                rows += n
-                if rows >= self.rows_per_file:
-                    self._write(batch)
-                    batch, rows = [], 0
-                taken += 1
-                if taken % SLICE == 0:
-                    let_go()
-            if batch and (stopping or time.time() - first >= self.flush_seconds):
-                self._write(batch)
-                batch, rows = [], 0
+                w = self._send(w, encode, items, n)
             if stopping:
-                return
-            self._wake.wait(min(0.2, self.flush_seconds) if batch else min(1.0, self.flush_seconds))
-            self._wake.clear()
-
-    def _write(self, batch: list) -> None:
-        rows = sum(len(item[3]) for item in batch)
-        tmp = None
-        try:
-            table = self._table(batch)
-            self._seq += 1
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-            name = f"{PREFIX}{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
-            tmp = self.dir / f".{name}.tmp"
-            import pyarrow.parquet as pq
-
-            pq.write_table(table, tmp, compression="zstd")
-            size = tmp.stat().st_size
-            self._make_room(size)
-            os.replace(tmp, self.dir / name)
-            tmp = None
-            self.written += rows
-            self.bytes += size
-            # Files of about a tenth of the bound: the oldest tenth goes at a time, never the whole log.
-            per_row = max(size / rows, 1.0)
-            self.rows_per_file = int(max(1, min(self.max_rows, self.max_bytes / 10 / per_row)))
-        except Exception as e:  # noqa: BLE001 - whatever fails here, the server keeps answering
-            self.failed += rows
-            kind = errno_names.errorcode.get(e.errno, "OSError") if isinstance(e, OSError) and e.errno else type(e).__name__
-            first = kind not in self.errors
-            self.errors[kind] = self.errors.get(kind, 0) + 1
-            if first:  # once per kind: a full disk would otherwise log a line per file
-                log.error("prediction log: cannot write to %s (%s: %s); its records are dropped and counted "
-                          "(mlci_prediction_log_write_errors_total)", self.dir, kind, e)
-            if tmp is not None:
-                try:
-                    tmp.unlink()
-                except OSError:
-                    pass
-
-    def _files(self) -> list[tuple[Path, int]]:
-        found = []
-        try:
-            with os.scandir(self.dir) as it:
-                for entry in it:
-                    if entry.name.startswith(PREFIX) and entry.name.endswith(".parquet"):
-                        try:
-                            found.append((Path(entry.path), entry.stat().st_size))
-                        except OSError:
-                            pass
-        except OSError:
-            return []
-        return sorted(found)  # names start with the UTC time: oldest first
-
-    def _make_room(self, incoming: int) -> None:
-        """Delete the oldest files until those left and the incoming one fit under ``max_bytes``."""
-        files = self._files()
-        total = sum(size for _, size in files)
-        for path, size in files:
-            if total + incoming <= self.max_bytes:
                 break
+            self._stop.wait(FEED_SECONDS)
+        w = self._writer
+        if w is not None and not w.exited:
+            w.finish(timeout=30.0)
+            self._account(w)
+        if self._queue:  # no writer would start at shutdown
+            self._lost(sum(len(item[3]) for item in self._queue), "WriterExited", "no writer process at shutdown")
+
+    def _live_writer(self, now: bool = False) -> "_Writer | None":
+        """The running writer; after one exited, what it held is counted and a new one started when due."""
+        w = self._writer
+        if w is not None and w.exited:
+            self._account(w)
+            w = self._writer = None
+        if w is None and (now or time.monotonic() >= self._respawn_at):
+            w = self._writer = self._spawn()
+        return w
+
+    def _send(self, w: "_Writer", encode, items: list, n: int) -> "_Writer | None":
+        try:
+            payload = encode(items)
+        except (TypeError, ValueError, OverflowError) as e:  # a value MessagePack cannot hold
+            self._lost(n, type(e).__name__, f"cannot encode a request's records: {e}")
+            return w
+        try:
+            w.send(len(payload).to_bytes(4, "little") + payload)
+            w.sent += n
+            return w
+        except OSError:  # the writer has gone (a broken pipe): this frame is lost with what it held
+            w.proc.wait()
+            self._lost(n, "WriterExited", "the writer process exited")
+            self._account(w)
+            self._writer = None
+            return None
+
+    def _spawn(self) -> "_Writer":
+        config = {"dir": str(self.dir), "columns": [list(c) for c in self.columns], "log_columns": list(LOG_COLUMNS),
+                  "max_bytes": self.max_bytes, "rows_per_file": self.rows_per_file,
+                  "flush_seconds": self.flush_seconds}
+        w = _Writer(config)
+        w.reporter = threading.Thread(target=self._reports, args=(w,), name="mlci-prediction-log-reports",
+                                      daemon=True)
+        w.reporter.start()
+        return w
+
+    def _reports(self, w: "_Writer") -> None:
+        """What the writer ``w`` tells, line by line, until it exits."""
+        for line in w.proc.stdout:
             try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-            total -= size
-        self.bytes = total
+                event = json.loads(line)
+            except ValueError:
+                continue
+            with self._lock:
+                self.bytes = event.get("bytes", self.bytes)
+                if "wrote" in event:
+                    self.written += event["wrote"]
+                    w.done += event["wrote"]
+                    self._respawn_wait = RESPAWN_SECONDS[0]  # it works: the next exit waits the least again
+            if "failed" in event:
+                w.done += event["failed"]
+                self._lost(event["failed"], event["kind"], f"cannot write to {self.dir} ({event['kind']}: "
+                           f"{event['message']})")
+            if "fatal" in event:
+                self._log_once("WriterFatal", f"the writer process failed: {event['fatal']}")
+        w.proc.wait()
+        w.exited = True
 
-    def _table(self, batch: list):
-        """The batch as one table, built in steps of about a millisecond with the GIL let go between them
-        (``records.let_go``), and with no Python loop per request or record (C calls: ``itemgetter``,
-        ``chain``, numpy's ``repeat``)."""
-        import numpy as np
-        import pyarrow as pa
+    def _account(self, w: "_Writer") -> None:
+        """Once a writer has exited: what it was sent and never wrote nor reported is lost."""
+        if w.reporter is not None:
+            w.reporter.join(timeout=10.0)
+        held, w.sent = w.sent - w.done, w.done
+        if held > 0:
+            self._lost(held, "WriterExited", f"the writer process exited (code {w.proc.returncode}) holding "
+                       f"{held} records")
+        if not self._stop.is_set():
+            self._respawn_at = time.monotonic() + self._respawn_wait
+            self._respawn_wait = min(RESPAWN_SECONDS[1], self._respawn_wait * 2)
 
-        names = [name for name, _ in self.columns]
-        chain = itertools.chain.from_iterable
-        records = list(chain(map(itemgetter(3), batch)))
-        arrays = []
-        for values, (_, kind) in zip(columns(records, names, SLICE), self.columns):
-            arrays.append(_array(pa, list(values), kind))
-            let_go()
-        probability = pa.array(list(chain(map(itemgetter(4), batch))), pa.float64())
-        prediction = pa.array(list(chain(map(itemgetter(5), batch))), pa.string())
-        let_go()
-        # One value per request, repeated over its records (numpy's repeat, not a Python loop per request).
-        request_id = pa.array(list(map(itemgetter(0), batch)), pa.string())
-        model = pa.array(list(map(itemgetter(1), batch)), pa.string())
-        served_at = (np.array(list(map(itemgetter(2), batch)), dtype=np.float64) * 1000).astype(np.int64)
-        if len(records) != len(batch):
-            at = np.repeat(np.arange(len(batch)), list(map(len, map(itemgetter(3), batch))))
-            request_id, model, served_at = request_id.take(at), model.take(at), served_at[at]
-        extra = {"probability": probability, "prediction": prediction,
-                 "served_at": pa.array(served_at, pa.timestamp("ms", tz="UTC")),
-                 "request_id": request_id, "model_sha256": model}
-        # In LOG_COLUMNS' order: what monitor reads has one definition (a column added there fails here).
-        return pa.table(arrays + [extra[c] for c in LOG_COLUMNS], names=names + list(LOG_COLUMNS))
+    def _lost(self, rows: int, kind: str, message: str) -> None:
+        with self._lock:
+            self.failed += rows
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+        self._log_once(kind, f"{message}; its records are dropped and counted (mlci_prediction_log_write_errors_total)")
+
+    def _log_once(self, kind: str, message: str) -> None:
+        """Once per kind: a full disk would otherwise log a line per file."""
+        with self._lock:
+            first = kind not in self._logged
+            self._logged.add(kind)
+        if first:
+            log.error("prediction log: %s", message)
 
 
-def _array(pa, values: list, kind: str):
-    if kind == "categorical":
-        return pa.array(values, pa.string())
-    try:  # a JSON number may come as an int for a float column: Arrow converts it
-        return pa.array(values, pa.int64() if kind == "integer" else pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+class _Writer:
+    """One writer process (``python -m mlci.serving.logwriter``) and what it was sent."""
+
+    def __init__(self, config: dict):
+        self.proc = subprocess.Popen([sys.executable, "-m", "mlci.serving.logwriter", json.dumps(config)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=False, close_fds=True)
+        self.fd = self.proc.stdin.fileno()
+        self.sent = self.done = 0  # records sent to it; records it wrote or failed to write
+        self.exited = False
+        self.reporter: threading.Thread | None = None
+
+    def send(self, frame: bytes) -> None:
+        view = memoryview(frame)
+        while view:  # os.write lets the GIL go; a full pipe blocks here, in the feeder only
+            view = view[os.write(self.fd, view):]
+
+    def finish(self, timeout: float) -> None:
+        """End of input: the writer writes what it holds and exits."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
