@@ -148,7 +148,7 @@ def test_a_logged_batch_repeats_each_requests_fields_over_its_records(tmp_path):
     feeder gives them to the writer process (MessagePack)."""
     import msgspec
 
-    from mlci.serving.logwriter import build_table
+    from mlci.serving.logwriter import build_table, decoder
     from mlci.serving.predlog import PredictionLog
     from mlci.stages.monitor import LOG_COLUMNS
 
@@ -162,7 +162,8 @@ def test_a_logged_batch_repeats_each_requests_fields_over_its_records(tmp_path):
     for rid, recs, p, labels in requests:
         plog.add(rid, f"sha-{rid}", recs, p, labels)
     batch = list(plog._queue)
-    table = build_table(msgspec.msgpack.decode(msgspec.msgpack.encode(batch)), plog.columns, LOG_COLUMNS)
+    frame = msgspec.msgpack.encode(batch)  # what the feeder sends, decoded as the writer does
+    table = build_table(decoder([name for name, _ in plog.columns]).decode(frame), plog.columns, LOG_COLUMNS)
     col = {name: table.column(name).to_pylist() for name in table.column_names}
     assert table.column_names[:3] == ["sex", "age", "hours"]
     assert col["request_id"] == ["a", "b", "b", "b", "c"]

@@ -22,6 +22,7 @@ what it holds and exits. It imports neither the server nor pandas: this is the w
 from __future__ import annotations
 
 import errno as errno_names
+import gc
 import itertools
 import json
 import os
@@ -61,7 +62,7 @@ class Writer:
         """Read frames from ``fd`` until its end; write files as they fill or age."""
         import msgspec
 
-        decode = msgspec.msgpack.Decoder().decode
+        decode = decoder([name for name, _ in self.columns]).decode
         buf = bytearray()
         batch: list = []
         rows, first, ended = 0, 0.0, False
@@ -76,22 +77,29 @@ class Writer:
                     size = int.from_bytes(buf[:HEADER], "little")
                     if len(buf) < HEADER + size:
                         break
-                    items = decode(bytes(buf[HEADER:HEADER + size]))
+                    frame = bytes(buf[HEADER:HEADER + size])
                     del buf[:HEADER + size]
+                    try:
+                        items = decode(frame)
+                    except msgspec.ValidationError as e:  # a value of a type the server never sends
+                        lost = sum(len(item[3]) for item in msgspec.msgpack.decode(frame))
+                        self.tell(failed=lost, kind="ValidationError", message=str(e), bytes=self.bytes)
+                        continue
                     for item in items:
                         if not batch:
                             first = item[2]  # when it was served: a file is at most flush_seconds behind
                         batch.append(item)
                         rows += len(item[3])
                         if rows >= self.rows_per_file:
-                            self.write(batch)
+                            self.write(batch, rows)
                             batch, rows = [], 0
+                            collect()
             if batch and (ended or time.time() - first >= self.flush_seconds):
-                self.write(batch)
+                self.write(batch, rows)
                 batch, rows = [], 0
+                collect()
 
-    def write(self, batch: list) -> None:
-        rows = sum(len(item[3]) for item in batch)
+    def write(self, batch: list, rows: int) -> None:
         tmp = None
         try:
             table = build_table(batch, self.columns, self.log_columns)
@@ -149,6 +157,26 @@ class Writer:
         self.bytes = total
 
 
+def collect() -> None:
+    """A collection once a file is written and its records let go (``main`` turns the automatic
+    collector off), then whatever survives (the libraries) frozen: the next one visits only what came
+    since. At a file's end little is alive; in the middle of one, every record is."""
+    gc.collect()
+    gc.freeze()
+
+
+def decoder(features: list[str]):
+    """The MessagePack decoder of a frame: each record a Struct of ``features`` (values as sent; other
+    fields, the data's dropped columns, skipped). Structs rather than dicts: a third less time to
+    decode and to transpose (measured, 10,000 records)."""
+    from typing import Any
+
+    import msgspec
+
+    record = msgspec.defstruct("LoggedRecord", [(name, Any, None) for name in features], gc=False)
+    return msgspec.msgpack.Decoder(list[tuple[str, str, float, list[record], list[float], list[str]]])
+
+
 def build_table(batch: list, columns: list[tuple[str, str]], log_columns: list[str]):
     """The requests of ``batch`` as one table: the features in ``columns``' order, then ``log_columns``;
     a request's id, model and time repeated over its records."""
@@ -191,6 +219,10 @@ def main(argv: list[str]) -> int:
     # Ctrl-C reaches the whole process group: the server stops, closes this one's input, and this
     # writes what it holds and ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # No automatic collections: nothing here makes reference cycles, and the collector's passes over the
+    # records of a file being built took more than half of the writer's CPU (measured: 97 against 40 ms
+    # per 10,000 records). ``collect`` runs once per file.
+    gc.disable()
     config = json.loads(argv[0])
     writer = Writer(config["dir"], config["columns"], config["log_columns"], config["max_bytes"],
                     config["rows_per_file"], config["flush_seconds"])

@@ -1,10 +1,11 @@
 """Served records (msgspec Structs of the fast path, dicts of the pydantic path) as columns.
 
-Used off the request path, by the prediction log's writer and the live drift's scrape. Both run in
-a thread beside the event loop, and any Python they run holds the GIL the event loop waits for
-(a request waits up to the interpreter's switch interval at each of its system calls): so the
-work per record is two C calls (``astuple`` and a field picker) and the transposition one ``zip``,
-not a ``getattr`` per value -- a fifth of the time per 10,000 records (measured).
+Used off the request path: by the live drift's scrape, in a thread beside the event loop, where any
+Python it runs holds the GIL the event loop waits for (a request waits up to the interpreter's
+switch interval at each of its system calls); and by the prediction log's writer process (dicts
+there, decoded from MessagePack). So the work per record is two C calls (``astuple`` and a field
+picker) and the transposition one ``zip``, not a ``getattr`` per value -- a fifth of the time per
+10,000 records (measured).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def serve(source, opts: Options, echo=print) -> None:
     app = create_app(holder, opts)
     # Everything loaded so far (the libraries, the model) goes to the collector's permanent generation:
     # a full collection then visits only what serving made since. Without it a generation-2 collection,
-    # triggered by whichever thread allocates (the prediction log's writer, a /metrics scrape), held the
+    # triggered by whichever thread allocates (the prediction log's feeder, a /metrics scrape), held the
     # GIL for 100-150 ms (measured with gc.callbacks), and every request waited it out.
     gc.freeze()
     sock = bind(opts.host, opts.port)
