@@ -19,6 +19,13 @@ logging off (`--no-metrics`, text log, no prediction log) and on (/metrics, scra
 during the load as Prometheus would, `--log-format json`, `--log-predictions` of every request),
 and prints both and their ratios (issue 21: single-record throughput on >= 0.9 x off, p99 at 50
 connections <= 1.2 x). The ratio is of the medians over the rounds.
+
+    python3 tasks.py bench-serve [SECONDS] --observability --parts [--rounds N] [--conns 50]
+
+splits the cost: four servers per round -- off; metrics on and scraped; + the JSON log; + the
+prediction log (all on) -- and prints, per configuration, the median over the rounds of its ratio
+to "off" *within* each round (a round's servers run minutes apart, not hours: the machine's
+drifting load cancels out of a paired ratio better than out of two medians).
 """
 
 from __future__ import annotations
@@ -111,7 +118,7 @@ def wrk(url: str, body: bytes, connections: int, seconds: int, tmp: Path, pid: i
 
 
 def measure(name: str, cmd: list[str], ready: str, url: str, single: bytes, batch: bytes, seconds: int,
-            ws: Path, env: dict, scrape: str | None = None) -> dict:
+            ws: Path, env: dict, scrape: str | None = None, conns: tuple[int, ...] = (1, 10, 50)) -> dict:
     proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=open(ws / f"{name}.log", "w"))
     stop = threading.Event()
     scraper = None
@@ -122,7 +129,7 @@ def measure(name: str, cmd: list[str], ready: str, url: str, single: bytes, batc
         if scrape:
             scraper = threading.Thread(target=scrape_every, args=(scrape, 5.0, stop), daemon=True)
             scraper.start()
-        out = {c: wrk(url, single, c, seconds, ws, proc.pid) for c in (1, 10, 50)}
+        out = {c: wrk(url, single, c, seconds, ws, proc.pid) for c in conns}
         times = []
         for _ in range(5):
             started = time.perf_counter()
@@ -153,7 +160,10 @@ def main() -> int:
     ap.add_argument("--observability", action="store_true",
                     help="mlci serve with metrics and logging off and on, side by side (not MLflow's server)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of off and on (--observability)")
+    ap.add_argument("--parts", action="store_true", help="with --observability: the cost part by part")
+    ap.add_argument("--conns", default="1,10,50", help="connection counts, comma-separated")
     args = ap.parse_args()
+    conns = tuple(int(c) for c in args.conns.split(","))
     seconds = args.seconds
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk")
@@ -179,7 +189,8 @@ def main() -> int:
         one = records[0]
 
         if args.observability:
-            return observability(ws, env, json.dumps(one).encode(), json.dumps(many).encode(), seconds, args.rounds)
+            return observability(ws, env, json.dumps(one).encode(), json.dumps(many).encode(), seconds, args.rounds,
+                                 conns, args.parts)
         p1, p2 = free_port(), free_port()
         mlflow_cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/adult-income@champion",
                       "--env-manager", "local", "-h", "127.0.0.1", "-p", str(p1), "-w", "1"]
@@ -189,23 +200,23 @@ def main() -> int:
             "mlflow models serve": measure(
                 "mlflow", mlflow_cmd, f"http://127.0.0.1:{p1}/ping", f"http://127.0.0.1:{p1}/invocations",
                 json.dumps({"dataframe_records": [one]}).encode(), json.dumps({"dataframe_records": many}).encode(),
-                seconds, ws, env),
+                seconds, ws, env, conns=conns),
             "mlci serve": measure(
                 "mlci", ours_cmd, f"http://127.0.0.1:{p2}/ready", f"http://127.0.0.1:{p2}/predict",
-                json.dumps(one).encode(), json.dumps(many).encode(), seconds, ws, env),
+                json.dumps(one).encode(), json.dumps(many).encode(), seconds, ws, env, conns=conns),
         }
     # wrk's CPU: what the load generator itself took of the two cores (in cores), beside the server.
     print("| server | conns | requests/s | p50 ms | p99 ms | wrk's CPU, cores |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        for c in (1, 10, 50):
+        for c in conns:
             print(f"| {name} | {c} | {r[c]['rps']:.0f} | {r[c]['p50']:.2f} | {r[c]['p99']:.2f} | "
                   f"{r[c]['wrk_cpu']:.2f} |")
     m, o = results["mlflow models serve"], results["mlci serve"]
     print()
     print("| | mlflow models serve | mlci serve | ratio |")
     print("|---|---:|---:|---:|")
-    for c in (1, 10, 50):
+    for c in conns:
         print(f"| single-record requests/s, {c} conns | {m[c]['rps']:.0f} | {o[c]['rps']:.0f} | "
               f"{o[c]['rps'] / m[c]['rps']:.1f} x |")
     print(f"| one 10,000-record batch, ms | {m['batch_ms']:.0f} | {o['batch_ms']:.0f} | "
@@ -213,12 +224,15 @@ def main() -> int:
     return 0
 
 
-def observability(ws: Path, env: dict, single: bytes, batch: bytes, seconds: int, rounds: int) -> int:
-    """`mlci serve` with metrics and logging off and on, alternating, each started afresh."""
+def observability(ws: Path, env: dict, single: bytes, batch: bytes, seconds: int, rounds: int,
+                  conns: tuple[int, ...] = (1, 10, 50), parts: bool = False) -> int:
+    """`mlci serve` with metrics and logging off and on (or part by part), alternating, each started afresh."""
     base = [sys.executable, "-m", "mlci", "serve", "--poll", "0", "--max-batch", "10000",
             "--max-body-bytes", str(64 << 20)]
-    configs = {"off": ["--no-metrics"],
-               "on": ["--log-format", "json", "--log-predictions", str(ws / "predictions")]}
+    logs = ["--log-predictions", str(ws / "predictions")]
+    configs = ({"off": ["--no-metrics"], "metrics": [], "metrics+json": ["--log-format", "json"],
+                "on": ["--log-format", "json", *logs]} if parts else
+               {"off": ["--no-metrics"], "on": ["--log-format", "json", *logs]})
     results: dict[str, list[dict]] = {name: [] for name in configs}
     for k in range(rounds):
         for name, extra in configs.items():
@@ -226,13 +240,13 @@ def observability(ws: Path, env: dict, single: bytes, batch: bytes, seconds: int
             root = f"http://127.0.0.1:{port}"
             results[name].append(measure(f"{name}-{k}", [*base, "--port", str(port), *extra], f"{root}/ready",
                                          f"{root}/predict", single, batch, seconds, ws, env,
-                                         scrape=f"{root}/metrics" if name == "on" else None))
+                                         scrape=f"{root}/metrics" if name != "off" else None, conns=conns))
     print("| round | metrics+logging | conns | requests/s | p50 ms | p99 ms | server CPU µs/request | wrk's CPU, cores |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for k in range(rounds):
         for name in configs:
             r = results[name][k]
-            for c in (1, 10, 50):
+            for c in conns:
                 print(f"| {k + 1} | {name} | {c} | {r[c]['rps']:.0f} | {r[c]['p50']:.2f} | {r[c]['p99']:.2f} | "
                       f"{r[c]['cpu_us']:.0f} | {r[c]['wrk_cpu']:.2f} |")
 
@@ -240,15 +254,27 @@ def observability(ws: Path, env: dict, single: bytes, batch: bytes, seconds: int
         return statistics.median(r[c][key] if c is not None else r[key] for r in results[name])
 
     print()
+    if parts:
+        def paired(name: str, c: int, key: str) -> float:
+            return statistics.median(on[c][key] / off[c][key] for on, off in zip(results[name], results["off"]))
+
+        print(f"| median of {rounds} paired ratio(s) to off | conns | requests/s | p99 | server CPU per request |")
+        print("|---|---:|---:|---:|---:|")
+        for name in configs:
+            if name != "off":
+                for c in conns:
+                    print(f"| {name} | {c} | {paired(name, c, 'rps'):.2f} x | {paired(name, c, 'p99'):.2f} x | "
+                          f"{paired(name, c, 'cpu_us'):.2f} x |")
+        return 0
     print(f"| median of {rounds} round(s) | off | on | on / off |")
     print("|---|---:|---:|---:|")
-    for c in (1, 10, 50):
+    for c in conns:
         off, on = med("off", c, "rps"), med("on", c, "rps")
         print(f"| single-record requests/s, {c} conns | {off:.0f} | {on:.0f} | {on / off:.2f} x |")
-    for c in (1, 10, 50):
+    for c in conns:
         off, on = med("off", c, "p99"), med("on", c, "p99")
         print(f"| p99 ms, {c} conns | {off:.2f} | {on:.2f} | {on / off:.2f} x |")
-    for c in (1, 10, 50):
+    for c in conns:
         off, on = med("off", c, "cpu_us"), med("on", c, "cpu_us")
         print(f"| server CPU µs per request, {c} conns | {off:.0f} | {on:.0f} | {on / off:.2f} x |")
     off, on = med("off", None, "batch_ms"), med("on", None, "batch_ms")

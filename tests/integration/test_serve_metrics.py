@@ -314,15 +314,23 @@ def test_sampling_is_deterministic_per_request_id(ws, tmp_path):
 
 
 def test_live_psi_equals_monitors_on_the_same_records(ws, rows, tmp_path):
-    """The same 3,000 records (older people only: a real shift), PSI from /metrics and from
-    `mlci monitor` on the prediction logs the server wrote of them."""
-    shifted = [r for r in rows if r["age"] is not None and r["age"] >= 45][:3000]
-    assert len(shifted) == 3000
+    """The same 3,000 records (older people only: a real shift; every 7th occupation one the model
+    never saw, accepted as missing; the data's own missing values), PSI from /metrics and from `mlci
+    monitor` on the prediction logs the server wrote of them. Through both request paths: msgspec's,
+    and pydantic's (a charset in the content type), one record or a hundred at a time."""
+    shifted = [dict(r, occupation="Astronaut") if i % 7 == 0 else r
+               for i, r in enumerate(r for r in rows if r["age"] is not None and r["age"] >= 45)][:3000]
+    assert len(shifted) == 3000 and any(r["workclass"] is None for r in shifted)
     logs = tmp_path / "psi"
-    s = Server(ws, "--model-dir", "models", "--poll", "0", "--log-predictions", str(logs))
+    s = Server(ws, "--model-dir", "models", "--poll", "0", "--log-predictions", str(logs),
+               "--unknown-categories", "accept")
+    charset = {"Content-Type": "application/json; charset=utf-8"}
     try:
-        for i in range(0, 3000, 100):
-            assert s.client.post("/predict", json=shifted[i:i + 100]).status_code == 200
+        for i in range(0, 2900, 100):
+            r = s.client.post("/predict", content=json.dumps(shifted[i:i + 100]), headers=charset if i % 200 else None)
+            assert r.status_code == 200
+        for i in range(2900, 3000):
+            assert s.client.post("/predict", json=shifted[i], headers=charset if i % 2 else None).status_code == 200
         m = scrape(s.client)
     finally:
         s.stop()  # the log is written at shutdown
@@ -331,7 +339,7 @@ def test_live_psi_equals_monitors_on_the_same_records(ws, rows, tmp_path):
     assert proc.returncode in (0, errors.MONITOR_FAILED), proc.stderr
     report = json.loads((out / "monitor.json").read_text())
     assert report["rows"] == 3000 and value(m, "mlci_drift_window_records") == 3000
-    assert report["features"]["age"]["psi"] > 0.5  # the shift is there
+    assert report["features"]["age"]["psi"] > 0.5 and report["features"]["occupation"]["psi"] > 0.1  # the shifts
     for name, f in report["features"].items():
         assert value(m, "mlci_feature_psi", feature=name) == pytest.approx(f["psi"], abs=1e-6), name
     assert value(m, "mlci_prediction_psi") == pytest.approx(report["predictions"]["psi"], abs=1e-6)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlci.monitoring.drift import feature_drift, prediction_drift
+from mlci.monitoring.drift import feature_bins, prediction_bins, psi
 from mlci.monitoring.profile import numeric_counts, numeric_edges
 from mlci.serving.logs import JsonFormatter
 from mlci.serving.observe import SANE_ID, Observe
@@ -55,34 +55,67 @@ def test_sampling_is_a_function_of_the_request_id_at_the_rate():
     assert low <= {i for i, p in zip(ids, picked) if p}  # a lower rate keeps a subset
 
 
-def test_live_psi_equals_monitor_on_records_with_missing_values():
-    """compute_psi on Structs (fields in another order, one more) and dict records gives drift.py's figures for the same values."""
-    from types import SimpleNamespace
+def test_live_psi_equals_monitor_on_the_windows_records():
+    """The live window fed as the server feeds it (a real FastScorer's encoded rows; Structs and dicts;
+    batches of 1 to more than the window, wrapping the ring) gives drift.py's figures for its last
+    ``size`` records: missing values, an unknown category, a category the encoder knows and the
+    reference does not keep, numbers outside every edge."""
+    import msgspec
+    from lightgbm import LGBMClassifier
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
 
-    from mlci.serving.livedrift import compute_psi
+    from mlci.serving.livedrift import LiveWindow
+    from mlci.serving.scoring import FastScorer
 
     rng = np.random.default_rng(0)
-    train = rng.normal(40, 10, 5000)
-    edges = numeric_edges(train)
-    ref = {"features": {"age": {"type": "numeric", "edges": edges, "counts": numeric_counts(train, edges),
-                                "missing": 0.0, "sample": sorted(train[:1000].tolist())},
-                        "sex": {"type": "categorical", "counts": {"Male": 3000, "Female": 2000, "\0other": 0},
+    sexes = np.array(["Male", "Female", "Nonbinary"])[rng.choice(3, 4000, p=[0.6, 0.39, 0.01])]
+    train = pd.DataFrame({"sex": sexes.astype(object), "age": rng.normal(40, 10, 4000)})
+    y = (train["age"] + rng.normal(0, 10, 4000) > 45).astype(int).astype(str)
+    enc = ColumnTransformer([("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
+                                                    encoded_missing_value=np.nan), ["sex"]),
+                             ("num", "passthrough", ["age"])])
+    pipeline = Pipeline([("encode", enc), ("classify", LGBMClassifier(n_estimators=5, verbose=-1))]).fit(train, y)
+    scorer = FastScorer(pipeline, "1")
+    edges = numeric_edges(train["age"].to_numpy())
+    ref = {"features": {"age": {"type": "numeric", "edges": edges, "counts": numeric_counts(train["age"].to_numpy(), edges),
+                                "missing": 0.0, "sample": sorted(train["age"][:1000].tolist())},
+                        # "Nonbinary" is not kept by name: counted as other, like an unknown category
+                        "sex": {"type": "categorical", "counts": {"Male": 2400, "Female": 1560, "\0other": 40},
                                 "missing": 0.0}},
            "predictions": {"edges": [i / 20 for i in range(1, 20)], "counts": [50] * 20, "sample": [0.5]}}
-    ages = [None if i % 17 == 0 else float(v) for i, v in enumerate(rng.normal(50, 10, 3000))]
-    sexes = [None if i % 13 == 0 else ("Male", "Female", "Other")[i % 3] for i in range(3000)]
-    import msgspec
+    loaded = type("Loaded", (), {"reference": ref, "scorer": scorer})()
 
+    n = 3700
+    ages = [None if i % 17 == 0 else (150.0 if i % 101 == 0 else float(v)) for i, v in enumerate(rng.normal(50, 10, n))]
+    sex = [None if i % 13 == 0 else ("Male", "Female", "Robot", "Nonbinary")[i % 4] for i in range(n)]
     Record = msgspec.defstruct("Record", [("sex", "str | None"), ("age", "float | None"), ("fnlwgt", "int | None", None)])
-    records = [Record(sex=s, age=a) if i % 2 else {"age": a, "sex": s}
-               for i, (a, s) in enumerate(zip(ages, sexes))]
-    proba = rng.uniform(0, 1, 3000).tolist()
-    got = compute_psi(SimpleNamespace(reference=ref), records, proba)
-    frame = pd.DataFrame({"age": ages, "sex": sexes})
-    assert abs(got["features"]["age"] - feature_drift(ref["features"]["age"], frame["age"], 0)["psi"]) < 1e-6
-    assert abs(got["features"]["sex"] - feature_drift(ref["features"]["sex"], frame["sex"], 0)["psi"]) < 1e-6
-    assert abs(got["predictions"] - prediction_drift(ref["predictions"], np.asarray(proba), 0)["psi"]) < 1e-6
-    assert got["features"]["age"] > 0.5 and got["records"] == 3000
+    records = [Record(sex=s, age=a) if i % 2 else {"age": a, "sex": s} for i, (a, s) in enumerate(zip(ages, sex))]
+    window = LiveWindow(size=1000, current=lambda: loaded)
+    proba: list[float] = []
+    i = 0
+    for size in [1, 1, 7, 250, 1200, 1, 999, 3, 500, 1] * 3:
+        batch = records[i:i + size]
+        if not batch:
+            break
+        kind = [r for r in batch if type(r) is dict] if size > 1 else batch  # one kind per scorer call
+        encoded = scorer.encode(kind)
+        p = scorer.proba(encoded).tolist()
+        window.add(loaded, kind, encoded, p)
+        proba.extend(p)
+        i += size
+        fed = [*(fed if i > size else []), *kind]
+    got = window.psi()
+    last = fed[-1000:]
+    frame = pd.DataFrame({"age": [r["age"] if type(r) is dict else r.age for r in last],
+                          "sex": [r["sex"] if type(r) is dict else r.sex for r in last]})
+    assert got["records"] == 1000 and frame["sex"].isna().any() and (frame["sex"] == "Robot").any()
+    for name in ("age", "sex"):  # monitor's PSI before it rounds to six places
+        assert got["features"][name] == pytest.approx(psi(*feature_bins(ref["features"][name], frame[name])), abs=1e-12)
+    assert got["predictions"] == pytest.approx(psi(*prediction_bins(ref["predictions"], np.asarray(proba[-1000:]))),
+                                               abs=1e-12)
+    assert got["features"]["age"] > 0.5 and got["features"]["sex"] > 0.1  # the shifts are there
 
 
 def _samples(registry) -> dict:

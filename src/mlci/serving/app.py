@@ -110,11 +110,11 @@ def _on_scored(metrics, window, plog, access_log: bool):
     if metrics is None and plog is None and not access_log:
         return None  # the request path as it was: not even a call
 
-    def scored(loaded, records, probabilities, labels, scope):
+    def scored(loaded, records, encoded, probabilities, labels, scope):
         scope["mlci.records"] = len(records)
         if metrics is not None:
             metrics.scored(probabilities, labels)
-            window.add(loaded, records, probabilities)
+            window.add(loaded, records, encoded, probabilities)
         if plog is not None:
             plog.add(scope.get("mlci.request_id", ""), loaded.info.get("model_sha256") or "", records,
                      probabilities, labels)
@@ -130,8 +130,8 @@ def _add_metrics(app: FastAPI, metrics) -> None:
     async def metrics_endpoint():
         import anyio
 
-        # In a worker thread: the live drift is computed now (tens of ms on a full window), and the
-        # event loop keeps answering requests meanwhile.
+        # In a worker thread: the live drift is computed now (a few ms on a full window of this data's
+        # 13 features, more with hundreds), and the event loop keeps answering requests meanwhile.
         body = await anyio.to_thread.run_sync(metrics.exposition)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -39,7 +39,7 @@ MAX_ERRORS = 100  # validation errors listed in one 422
 
 def add_predict(app: FastAPI, holder, opts, scored=None) -> None:
     """``POST /predict`` for the model ``holder`` serves now (its schema is the API's for good).
-    ``scored(loaded, records, probabilities, labels, scope)``, when given, is told of every 200 answer
+    ``scored(loaded, records, encoded, probabilities, labels, scope)``, when given, is told of every 200 answer
     (metrics, live drift, prediction log: ``app._on_scored``), on the event loop's thread."""
     first = holder.current
     Record = record_model(first.dataset, first.scorer.categories, opts.unknown_categories)
@@ -69,10 +69,13 @@ def add_predict(app: FastAPI, holder, opts, scored=None) -> None:
 
 def answer(loaded, records: list, scope=None, scored=None) -> bytes:
     """The 200 body for validated records (see ``FastScorer.encode``), from both request paths."""
-    p, labels = loaded.scorer.score(records)
+    scorer = loaded.scorer
+    encoded = scorer.encode(records)  # the booster's matrix: the live drift bins it when scraped
+    p = scorer.proba(encoded)
+    labels = scorer.labels(p)
     probabilities = p.tolist()
     if scored is not None:
-        scored(loaded, records, probabilities, labels, scope)
+        scored(loaded, records, encoded, probabilities, labels, scope)
     return orjson.dumps({"model": loaded.info["name"], "version": loaded.info["version"],
                          "predictions": [{"probability": v, "prediction": c} for v, c in zip(probabilities, labels)]})
 
