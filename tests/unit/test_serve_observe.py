@@ -55,11 +55,13 @@ def test_sampling_is_a_function_of_the_request_id_at_the_rate():
     assert low <= {i for i, p in zip(ids, picked) if p}  # a lower rate keeps a subset
 
 
-def test_live_psi_equals_monitor_on_the_windows_records():
+@pytest.mark.parametrize("unknown_accepted", [True, False])
+def test_live_psi_equals_monitor_on_the_windows_records(unknown_accepted):
     """The live window fed as the server feeds it (a real FastScorer's encoded rows; Structs and dicts;
     batches of 1 to more than the window, wrapping the ring) gives drift.py's figures for its last
-    ``size`` records: missing values, an unknown category, a category the encoder knows and the
-    reference does not keep, numbers outside every edge."""
+    ``size`` records: missing values, a category the encoder knows and the reference does not keep,
+    numbers outside every edge, and an unknown category where the server accepts them (where it
+    rejects them, none reaches the window)."""
     import msgspec
     from lightgbm import LGBMClassifier
     from sklearn.compose import ColumnTransformer
@@ -89,10 +91,11 @@ def test_live_psi_equals_monitor_on_the_windows_records():
 
     n = 3700
     ages = [None if i % 17 == 0 else (150.0 if i % 101 == 0 else float(v)) for i, v in enumerate(rng.normal(50, 10, n))]
-    sex = [None if i % 13 == 0 else ("Male", "Female", "Robot", "Nonbinary")[i % 4] for i in range(n)]
+    unknown = "Robot" if unknown_accepted else "Male"
+    sex = [None if i % 13 == 0 else ("Male", "Female", unknown, "Nonbinary")[i % 4] for i in range(n)]
     Record = msgspec.defstruct("Record", [("sex", "str | None"), ("age", "float | None"), ("fnlwgt", "int | None", None)])
     records = [Record(sex=s, age=a) if i % 2 else {"age": a, "sex": s} for i, (a, s) in enumerate(zip(ages, sex))]
-    window = LiveWindow(size=1000, current=lambda: loaded)
+    window = LiveWindow(size=1000, current=lambda: loaded, unknown_accepted=unknown_accepted)
     proba: list[float] = []
     i = 0
     for size in [1, 1, 7, 250, 1200, 1, 999, 3, 500, 1] * 3:
@@ -110,7 +113,8 @@ def test_live_psi_equals_monitor_on_the_windows_records():
     last = fed[-1000:]
     frame = pd.DataFrame({"age": [r["age"] if type(r) is dict else r.age for r in last],
                           "sex": [r["sex"] if type(r) is dict else r.sex for r in last]})
-    assert got["records"] == 1000 and frame["sex"].isna().any() and (frame["sex"] == "Robot").any()
+    assert got["records"] == 1000 and frame["sex"].isna().any() and (frame["sex"] == unknown).any()
+    assert len(window._records) == (1000 if unknown_accepted else 0)  # records are kept only when needed
     for name in ("age", "sex"):  # monitor's PSI before it rounds to six places
         assert got["features"][name] == pytest.approx(psi(*feature_bins(ref["features"][name], frame[name])), abs=1e-12)
     assert got["predictions"] == pytest.approx(psi(*prediction_bins(ref["predictions"], np.asarray(proba[-1000:]))),

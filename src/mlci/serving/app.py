@@ -54,7 +54,7 @@ def create_app(holder: ModelHolder, opts: "Options") -> FastAPI:
 
         metrics = Metrics((first.scorer.positive_label, first.scorer.negative_label))
         metrics.add(ModelCollector(holder))
-        window = LiveWindow(current=lambda: holder.current)
+        window = LiveWindow(current=lambda: holder.current, unknown_accepted=opts.unknown_categories == "accept")
         metrics.add(DriftCollector(window))
     if opts.log_predictions is not None:
         from mlci.serving.predlog import PredictionLog

@@ -1,13 +1,15 @@
 """Live drift on ``/metrics``: the last records served against the model's reference profile.
 
 The request path copies the booster's encoded rows (``FastScorer.encode``: numbers as floats,
-categories as the encoder's codes) and the probabilities into two preallocated rings, and keeps
-references to the records it already holds in a bounded deque: a slice assignment each, no Python
-per value. A scrape bins the rings with NumPy (``Bins``): a ``searchsorted`` per number, a code ->
-bin lookup and a ``bincount`` per category, about a millisecond for 10,000 records. Only a
-categorical code that is NaN -- a missing value, or in ``--unknown-categories accept`` an unknown
-category, which the encoding cannot tell apart -- is looked up in its record. The figures are those
-``mlci monitor`` gives for the same records (``mlci.monitoring.drift``'s bins and PSI; tested).
+categories as the encoder's codes) and the probabilities into two preallocated rings: a slice
+assignment each, no Python per value. A scrape bins the rings with NumPy (``Bins``): a
+``searchsorted`` per number, a code -> bin lookup and a ``bincount`` per category, about 2 ms for
+10,000 records. A categorical code that is NaN is a missing value (not counted, as ``mlci monitor``
+does) -- except under ``--unknown-categories accept``, where it may also be a category the model
+never saw (counted as "other"), which the encoding cannot tell apart: then the window also keeps
+references to the records, and a NaN code is looked up in its record. (Not by default: holding on
+to 10,000 records makes every request's allocations land on memory gone cold.) The figures are
+those ``mlci monitor`` gives for the same records (``mlci.monitoring.drift``'s bins and PSI; tested).
 
 Before, the scrape made the records into columns and binned them with pandas: 30 ms of CPU per
 10,000 records in 25 GIL-holding steps beside the event loop, which raised p99 at 50 connections by
@@ -68,9 +70,9 @@ class Bins:
                 self.numeric.append((name, j, ref["edges"]))
                 self.expected[name] = np.asarray(ref["counts"], dtype=float)
 
-    def counts(self, encoded: np.ndarray, records: list) -> dict[str, np.ndarray]:
-        """Counts per bin of each feature over ``encoded`` (rows in any order); ``records[i]`` is row i's
-        record, read only where a categorical code is NaN."""
+    def counts(self, encoded: np.ndarray, records: list | None) -> dict[str, np.ndarray]:
+        """Counts per bin of each feature over ``encoded``; ``records[i]`` is row i's record, read only
+        where a categorical code is NaN. Without records a NaN code is a missing value."""
         out = {}
         for name, j, edges in self.numeric:
             out[name] = np.asarray(numeric_counts(encoded[:, j], edges), dtype=float)
@@ -78,7 +80,7 @@ class Bins:
             codes = encoded[:, j]
             nan = np.isnan(codes)
             counts = np.bincount(lut[codes[~nan].astype(np.intp)], minlength=other + 1).astype(float)
-            for i in np.flatnonzero(nan).tolist():  # missing (not counted), or unknown: as monitor counts it
+            for i in (np.flatnonzero(nan).tolist() if records is not None else ()):  # missing (not counted), or unknown: as monitor counts it
                 v = _value(records[i], name)
                 if v is not None:
                     counts[index.get(str(v), other)] += 1
@@ -93,8 +95,9 @@ def _value(record, name: str):
 class LiveWindow:
     """The last ``size`` records served and their probabilities, for the model that scored them."""
 
-    def __init__(self, size: int = WINDOW, current=lambda: None):
+    def __init__(self, size: int = WINDOW, current=lambda: None, unknown_accepted: bool = False):
         self.size = size
+        self.keep_records = unknown_accepted  # a NaN categorical code may be an unknown category then
         self.current = current  # the model served now (the holder's): a window of another one is stale
         self._model = None
         self._encoded = np.empty((0, 0))
@@ -130,12 +133,13 @@ class LiveWindow:
             if first < n:  # wrapped round
                 self._encoded[:n - first] = encoded[first:]
                 self._proba[:n - first] = probabilities[first:]
-        self._records.extend(records)
+        if self.keep_records:
+            self._records.extend(records)
         self.seen += n
 
-    def snapshot(self) -> tuple[object, np.ndarray, np.ndarray, list]:
+    def snapshot(self) -> tuple[object, np.ndarray, np.ndarray, list | None]:
         """The model and a copy of the window: encoded rows, probabilities and records, row i of the
-        first two being record i of the third. Each copy is one C call under the GIL; requests may
+        first two being record i of the third (None unless ``keep_records``). Each copy is one C call under the GIL; requests may
         append between them, so it is taken again until nothing moved."""
         for _ in range(100):
             model, seen = self._model, self.seen
@@ -151,7 +155,7 @@ class LiveWindow:
         if seen > self.size:  # the ring's oldest row is at seen % size: turned to match the deque's order
             start = seen % self.size
             encoded, proba = np.roll(encoded, -start, axis=0), np.roll(proba, -start)
-        return model, encoded[:m], proba[:m], records[len(records) - m:]
+        return model, encoded[:m], proba[:m], records[len(records) - m:] if self.keep_records else None
 
     def psi(self) -> dict | None:
         """``{"features": {name: psi}, "predictions": psi, "records": n}`` for the model's reference, or None
@@ -174,7 +178,7 @@ class LiveWindow:
             return out
 
 
-def compute_psi(bins: Bins, encoded: np.ndarray, proba: np.ndarray, records: list) -> dict:
+def compute_psi(bins: Bins, encoded: np.ndarray, proba: np.ndarray, records: list | None) -> dict:
     """PSI of each feature and of the predictions over the window's rows against the reference of ``bins``."""
     counts = bins.counts(encoded, records)
     expected, edges = bins.predictions

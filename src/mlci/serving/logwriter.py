@@ -224,6 +224,8 @@ def main(argv: list[str]) -> int:
     # per 10,000 records). ``collect`` runs once per file.
     gc.disable()
     config = json.loads(argv[0])
+    if config.get("nice"):  # below the server's priority (predlog.WRITER_NICE says why)
+        os.nice(config["nice"])
     writer = Writer(config["dir"], config["columns"], config["log_columns"], config["max_bytes"],
                     config["rows_per_file"], config["flush_seconds"])
     writer.tell(bytes=writer.bytes)
