@@ -81,7 +81,8 @@ def test_live_psi_equals_monitor_on_the_windows_records(unknown_accepted):
     pipeline = Pipeline([("encode", enc), ("classify", LGBMClassifier(n_estimators=5, verbose=-1))]).fit(train, y)
     scorer = FastScorer(pipeline, "1")
     edges = numeric_edges(train["age"].to_numpy())
-    ref = {"features": {"age": {"type": "numeric", "edges": edges, "counts": numeric_counts(train["age"].to_numpy(), edges),
+    ages_train = train["age"].to_numpy()
+    ref = {"features": {"age": {"type": "numeric", "edges": edges, "counts": numeric_counts(ages_train, edges),
                                 "missing": 0.0, "sample": sorted(train["age"][:1000].tolist())},
                         # "Nonbinary" is not kept by name: counted as other, like an unknown category
                         "sex": {"type": "categorical", "counts": {"Male": 2400, "Female": 1560, "\0other": 40},
@@ -89,26 +90,26 @@ def test_live_psi_equals_monitor_on_the_windows_records(unknown_accepted):
            "predictions": {"edges": [i / 20 for i in range(1, 20)], "counts": [50] * 20, "sample": [0.5]}}
     loaded = type("Loaded", (), {"reference": ref, "scorer": scorer})()
 
-    n = 3700
+    n = 6000
     ages = [None if i % 17 == 0 else (150.0 if i % 101 == 0 else float(v)) for i, v in enumerate(rng.normal(50, 10, n))]
     unknown = "Robot" if unknown_accepted else "Male"
     sex = [None if i % 13 == 0 else ("Male", "Female", unknown, "Nonbinary")[i % 4] for i in range(n)]
-    Record = msgspec.defstruct("Record", [("sex", "str | None"), ("age", "float | None"), ("fnlwgt", "int | None", None)])
+    Record = msgspec.defstruct("Record", [("sex", "str | None"), ("age", "float | None"),
+                                          ("fnlwgt", "int | None", None)])
     records = [Record(sex=s, age=a) if i % 2 else {"age": a, "sex": s} for i, (a, s) in enumerate(zip(ages, sex))]
     window = LiveWindow(size=1000, current=lambda: loaded, unknown_accepted=unknown_accepted)
     proba: list[float] = []
+    fed: list = []  # what the window was given, in order
     i = 0
-    for size in [1, 1, 7, 250, 1200, 1, 999, 3, 500, 1] * 3:
+    for k, size in enumerate([1, 1, 7, 250, 2500, 1, 999, 3, 500, 1, 1200, 1]):  # 2500: over the window at once
         batch = records[i:i + size]
-        if not batch:
-            break
-        kind = [r for r in batch if type(r) is dict] if size > 1 else batch  # one kind per scorer call
+        kind = [r for r in batch if (type(r) is dict) == (k % 2 == 0)] if size > 1 else batch  # one kind per call
         encoded = scorer.encode(kind)
         p = scorer.proba(encoded).tolist()
         window.add(loaded, kind, encoded, p)
         proba.extend(p)
         i += size
-        fed = [*(fed if i > size else []), *kind]
+        fed.extend(kind)
     got = window.psi()
     last = fed[-1000:]
     frame = pd.DataFrame({"age": [r["age"] if type(r) is dict else r.age for r in last],

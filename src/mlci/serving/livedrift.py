@@ -11,9 +11,8 @@ references to the records, and a NaN code is looked up in its record. (Not by de
 to 10,000 records makes every request's allocations land on memory gone cold.) The figures are
 those ``mlci monitor`` gives for the same records (``mlci.monitoring.drift``'s bins and PSI; tested).
 
-Before, the scrape made the records into columns and binned them with pandas: 30 ms of CPU per
-10,000 records in 25 GIL-holding steps beside the event loop, which raised p99 at 50 connections by
-about a third (README, "What it costs").
+Before, the scrape made the records into columns and binned them with pandas: 36 ms per 10,000
+records in 25 GIL-holding steps beside the event loop (README, "What it costs").
 
 A new model empties the window: its probabilities, and the reference they are compared with, are
 another model's.
@@ -32,7 +31,7 @@ from prometheus_client.core import GaugeMetricFamily
 from mlci.monitoring.drift import psi as psi_of
 from mlci.monitoring.profile import OTHER, numeric_counts
 
-WINDOW = 10_000  # records kept: enough for a stable PSI over 10 bins, bounded memory (about 1 MB)
+WINDOW = 10_000  # records kept: enough for a stable PSI over 10 bins; 8 bytes per feature each (1 MB here)
 
 log = logging.getLogger("mlci.serve")
 
@@ -80,7 +79,8 @@ class Bins:
             codes = encoded[:, j]
             nan = np.isnan(codes)
             counts = np.bincount(lut[codes[~nan].astype(np.intp)], minlength=other + 1).astype(float)
-            for i in (np.flatnonzero(nan).tolist() if records is not None else ()):  # missing (not counted), or unknown: as monitor counts it
+            # A NaN code: missing (not counted), or an unknown category (counted as monitor counts it).
+            for i in (np.flatnonzero(nan).tolist() if records is not None else ()):
                 v = _value(records[i], name)
                 if v is not None:
                     counts[index.get(str(v), other)] += 1
@@ -139,8 +139,8 @@ class LiveWindow:
 
     def snapshot(self) -> tuple[object, np.ndarray, np.ndarray, list | None]:
         """The model and a copy of the window: encoded rows, probabilities and records, row i of the
-        first two being record i of the third (None unless ``keep_records``). Each copy is one C call under the GIL; requests may
-        append between them, so it is taken again until nothing moved."""
+        first two being record i of the third (None unless ``keep_records``). Each copy is one C call
+        under the GIL; requests may append between them, so it is taken again until nothing moved."""
         for _ in range(100):
             model, seen = self._model, self.seen
             try:
@@ -149,8 +149,8 @@ class LiveWindow:
                 continue
             if self._model is model and self.seen == seen:
                 break
-        else:
-            return self._model, np.empty((0, 0)), np.empty(0), []
+        else:  # never seen settle (a hundred tries): an empty window rather than a wrong one
+            return model, np.empty((0, self._encoded.shape[1])), np.empty(0), [] if self.keep_records else None
         m = min(seen, self.size)
         if seen > self.size:  # the ring's oldest row is at seen % size: turned to match the deque's order
             start = seen % self.size

@@ -13,9 +13,9 @@ How, without touching a response's latency:
   pipe of a writer process, letting the GIL go while it writes (frames of a thousand held it ten
   times as long at once, and p99 at one connection showed it).
 * The writer process (``logwriter.py``, at a lower priority: ``WRITER_NICE``) builds the columns and
-  writes the files, rotated and within ``max_bytes``. Building a table from Python objects holds an interpreter's GIL throughout; in the
-  server's own thread it made the event loop wait, and p99 at 50 connections went to 2.2 x
-  (README, "What it costs"). In its own process it holds its own.
+  writes the files, rotated and within ``max_bytes``. Building a table from Python objects holds an
+  interpreter's GIL throughout; in the server's own thread it made the event loop wait, and p99 at
+  50 connections went to 2.2 x (README, "What it costs"). In its own process it holds its own.
 * A full pipe (the writer busy) blocks only the feeder: the deque fills and new records are dropped,
   counted. A failed write loses that file's records, counted by kind on ``/metrics`` and logged once
   per kind. A writer that exits loses the records it held (counted, kind ``WriterExited``); a new one
