@@ -82,16 +82,29 @@ def feature_drift(ref: dict, values: pd.Series, seed: int) -> dict:
             "reference_missing": round(ref["missing"], 6), **detail}
 
 
+def kept_categories(ref: dict) -> list[str]:
+    """A categorical feature's categories counted by name, in the reference's order; its bins are
+    these, then ``OTHER`` (every other category, and those never seen in training)."""
+    return [k for k in ref["counts"] if k != OTHER]
+
+
+def reference_counts(ref: dict) -> np.ndarray:
+    """The reference's counts per bin of one feature, in the order the batch's are counted."""
+    if ref["type"] == "categorical":
+        return np.array([ref["counts"][k] for k in [*kept_categories(ref), OTHER]], dtype=float)
+    return np.asarray(ref["counts"], dtype=float)
+
+
 def feature_bins(ref: dict, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """The reference's counts and the batch's over the same bins (categories: the kept ones, then the
-    rest): what the PSI compares. Also what ``mlci serve`` computes its live PSI from (the same figures)."""
+    rest): what the PSI compares. ``mlci serve``'s live PSI counts over the same bins
+    (``serving.livedrift.Bins``)."""
     if ref["type"] == "categorical":
-        keep = [k for k in ref["counts"] if k != OTHER]
-        expected = np.array([ref["counts"][k] for k in [*keep, OTHER]], dtype=float)
+        keep = kept_categories(ref)
         got = category_counts(values, keep)
-        return expected, np.array([got[k] for k in [*keep, OTHER]], dtype=float)
+        return reference_counts(ref), np.array([got[k] for k in [*keep, OTHER]], dtype=float)
     x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    return np.asarray(ref["counts"], dtype=float), np.asarray(numeric_counts(x, ref["edges"]), dtype=float)
+    return reference_counts(ref), np.asarray(numeric_counts(x, ref["edges"]), dtype=float)
 
 
 def prediction_bins(ref: dict, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

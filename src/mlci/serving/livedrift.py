@@ -28,8 +28,9 @@ import threading
 import numpy as np
 from prometheus_client.core import GaugeMetricFamily
 
+from mlci.monitoring.drift import kept_categories, prediction_bins, reference_counts
 from mlci.monitoring.drift import psi as psi_of
-from mlci.monitoring.profile import OTHER, numeric_counts
+from mlci.monitoring.profile import numeric_counts
 
 WINDOW = 10_000  # records kept: enough for a stable PSI over 10 bins; 8 bytes per feature each (1 MB here)
 
@@ -45,18 +46,15 @@ class Bins:
         self.numeric: list[tuple[str, int, list[float]]] = []
         #: (name, column, code -> bin, category -> bin, the "other" bin)
         self.categorical: list[tuple[str, int, np.ndarray, dict[str, int], int]] = []
-        self.names = list(reference["features"])
-        #: The reference's counts over the same bins, per feature (``drift.feature_bins``' order), and of
-        #: the predictions.
+        #: The reference's counts over the same bins, per feature in the reference's order.
         self.expected: dict[str, np.ndarray] = {}
-        self.predictions = (np.asarray(reference["predictions"]["counts"], dtype=float),
-                            reference["predictions"]["edges"])
+        self.predictions = reference["predictions"]
         for name, ref in reference["features"].items():
             if name not in position:
                 raise ValueError(f"the reference profile's feature {name!r} is not among the model's inputs")
             j = position[name]
             if ref["type"] == "categorical":
-                keep = [k for k in ref["counts"] if k != OTHER]
+                keep = kept_categories(ref)
                 index = {k: i for i, k in enumerate(keep)}
                 other = len(keep)
                 codes = lookups[name] or {}  # category -> code (float) of the model's encoder
@@ -64,10 +62,9 @@ class Bins:
                 for category, code in codes.items():
                     lut[int(code)] = index.get(category, other)
                 self.categorical.append((name, j, lut, index, other))
-                self.expected[name] = np.array([ref["counts"][k] for k in [*keep, OTHER]], dtype=float)
             else:
                 self.numeric.append((name, j, ref["edges"]))
-                self.expected[name] = np.asarray(ref["counts"], dtype=float)
+            self.expected[name] = reference_counts(ref)
 
     def counts(self, encoded: np.ndarray, records: list | None) -> dict[str, np.ndarray]:
         """Counts per bin of each feature over ``encoded``; ``records[i]`` is row i's record, read only
@@ -181,10 +178,8 @@ class LiveWindow:
 def compute_psi(bins: Bins, encoded: np.ndarray, proba: np.ndarray, records: list | None) -> dict:
     """PSI of each feature and of the predictions over the window's rows against the reference of ``bins``."""
     counts = bins.counts(encoded, records)
-    expected, edges = bins.predictions
-    return {"features": {name: psi_of(bins.expected[name], counts[name]) for name in bins.names},
-            "predictions": psi_of(expected, np.asarray(numeric_counts(np.asarray(proba, dtype=float), edges),
-                                                       dtype=float)),
+    return {"features": {name: psi_of(expected, counts[name]) for name, expected in bins.expected.items()},
+            "predictions": psi_of(*prediction_bins(bins.predictions, proba)),
             "records": len(proba)}
 
 
