@@ -199,9 +199,14 @@ def test_a_logged_batch_repeats_each_requests_fields_over_its_records(tmp_path):
                 ("c", [{"age": 1, "sex": "x", "hours": None}], [1.0], [">50K"])]
     for rid, recs, p, labels in requests:
         plog.add(rid, f"sha-{rid}", recs, p, labels)
-    batch = list(plog._queue)
-    frame = msgspec.msgpack.encode(batch)  # what the feeder sends, decoded as the writer does
-    table = build_table(decoder([name for name, _ in plog.columns]).decode(frame), plog.columns, LOG_COLUMNS)
+        # A value MessagePack cannot hold (an integer of 2**64 or more, which the pydantic path lets by)
+        # loses its request, counted, and leaves nothing of it in the frame.
+        plog.add("big", "sha-big", [{"age": 2**64, "sex": "Male", "hours": 1.0}], [0.5], ["<=50K"])
+    frame, n = plog._take_frame()  # what the feeder sends, decoded as the writer does
+    assert n == 5 and int.from_bytes(frame[:4], "little") == len(frame) - 4
+    assert plog.stats()["failed"] == 3 and plog.stats()["errors"] == {"OverflowError": 3}
+    batch = decoder([name for name, _ in plog.columns]).decode(bytes(frame[4:]))
+    table = build_table(batch, plog.columns, LOG_COLUMNS)
     col = {name: table.column(name).to_pylist() for name in table.column_names}
     assert table.column_names[:3] == ["sex", "age", "hours"]
     assert col["request_id"] == ["a", "b", "b", "b", "c"]
