@@ -212,7 +212,7 @@ def test_promote_and_rollback_record_reason_and_who(tracked):
     reg = Registry(f"sqlite:///{tracked / 'by-client.db'}", tracking)
     with reg.promotion_lock():
         assert reg.rollback("v2 misbehaves in production") == ("2", "1")
-    reg.set_champion("2", "fixed upstream")
+    assert reg.promote("2", "fixed upstream") == "1"
     assert _registry_rows(tracked / "mlflow.db") == _registry_rows(tracked / "by-client.db")
     probe = ("import sys; from mlci.cli import main; main(['promote', '1', '--reason', 'probe'], standalone_mode=False);"
              " print('mlflow' in sys.modules)")

@@ -79,6 +79,8 @@ def test_pipeline_against_a_real_tracking_server(server, tmp_path):
     again = run_mlci("promote", "1", "--reason", "audit", cwd=ws, env=env)
     assert again.returncode == 0 and "already the champion" in again.stdout, again.stderr
     assert c.get_model_version(name, "1").tags["mlci.promotion_reason"] == "audit"
+    missing = run_mlci("promote", "9", "--reason", "x", cwd=ws, env=env)
+    assert missing.returncode == errors.PREREQUISITE and "has no version 9" in missing.stderr, missing.stderr
     back = run_mlci("rollback", "--reason", "x", cwd=ws, env=env)
     assert back.returncode == errors.PREREQUISITE and "only version ever promoted" in back.stderr, back.stderr
 

@@ -37,25 +37,12 @@ def _registry(ctx: click.Context):
 @handle_errors
 def promote(ctx: click.Context, version: str, reason: str) -> None:
     """Make VERSION the champion (checks its artifact first)."""
-    from mlci.tracking import direct
+    from mlci.tracking import promotion
 
     s, uri, tracking = _store(ctx)
     version = version.lstrip("vV")
     name, alias = tracking["model_name"], tracking["alias"]
-    previous = direct.promote(uri, tracking, version, reason)  # a SQLite store, without MLflow's start-up
-    if previous is direct.UNKNOWN:
-        from mlci.tracking.registry import Registry
-
-        reg = Registry(uri, tracking)
-        try:
-            reg.version(version)
-        except Exception:  # noqa: BLE001
-            raise errors.PrerequisiteError(f"{name} has no version {version}") from None
-        reg.load(version)  # refuse a version whose artifact is missing or corrupt
-        with reg.promotion_lock():
-            champion = reg.champion()
-            reg.set_champion(version, reason)
-        previous = str(champion.version) if champion is not None else None
+    previous = promotion.promote(uri, tracking, version, reason)
     if previous == version:
         click.echo(f"{name} v{version} is already the {alias} (this promotion is recorded in its history)")
     else:
@@ -69,16 +56,10 @@ def promote(ctx: click.Context, version: str, reason: str) -> None:
 @handle_errors
 def rollback(ctx: click.Context, reason: str) -> None:
     """Move the champion back to the version that held it before."""
-    from mlci.tracking import direct
+    from mlci.tracking import promotion
 
     s, uri, tracking = _store(ctx)
-    moved = direct.rollback(uri, tracking, reason)
-    if moved is direct.UNKNOWN:
-        from mlci.tracking.registry import Registry
-
-        reg = Registry(uri, tracking)
-        with reg.promotion_lock():
-            moved = reg.rollback(reason)
+    moved = promotion.rollback(uri, tracking, reason)
     old, new = moved
     click.echo(f"{tracking['model_name']}: {tracking['alias']} moved back from v{old} to v{new}")
 

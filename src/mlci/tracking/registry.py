@@ -253,13 +253,6 @@ class Registry:
             card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         return model, {**card, "sha256": expected}
 
-    def load(self, version: str):
-        """A version's model, loaded only after its sha256 matched (a pickle is code)."""
-        mv = self.version(version)
-        expected = mv.tags.get(T + "model_sha256")
-        return unpickle_verified(self.fetch(version, mv=mv).read_bytes(), expected,
-                                 artifact_mismatch(expected, f"{self.name} v{version}"))
-
     def tag_version(self, version: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_model_version_tag(self.name, str(version), T + k, str(v))
@@ -267,12 +260,33 @@ class Registry:
     def promotion_lock(self):
         return promotion_lock(self.uri, self.name)
 
-    def set_champion(self, version: str, reason: str, by: str | None = None, kind: str = "promote") -> None:
-        """Point the alias at ``version`` and keep the event: on the version (its latest promotion, plus
-        one tag per event) and in the registered model's append-only history."""
-        previous = self.champion()
+    def promote(self, version: str, reason: str) -> str | None:
+        """Make ``version`` the champion (``mlci promote`` off a SQLite store): refused before anything is
+        written when there is no such version or its artifact's bytes do not match the registered sha256
+        (as ``direct.promote`` checks them). Returns the previous champion's version, or None."""
+        import tempfile
+
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.version(version)
+        except MlflowException:
+            raise PrerequisiteError(f"{self.name} has no version {version}") from None
+        with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
+            self.fetch(version, Path(tmp), mv=mv)
+        with self.promotion_lock():
+            champion = self.champion()
+            previous = str(champion.version) if champion is not None else None
+            self.set_champion(version, reason, previous)
+        return previous
+
+    def set_champion(self, version: str, reason: str, previous: str | None, by: str | None = None,
+                     kind: str = "promote") -> None:
+        """Point the alias at ``version`` (``previous``: the champion's version read under the promotion
+        lock, or None) and keep the event: on the version (its latest promotion, plus one tag per event)
+        and in the registered model's append-only history."""
         self.client.set_registered_model_alias(self.name, self.alias, str(version))
-        version_tags, model_tags = champion_event(version, previous.version if previous else None, reason, by, kind)
+        version_tags, model_tags = champion_event(version, previous, reason, by, kind)
         for k, v in version_tags.items():
             self.client.set_model_version_tag(self.name, str(version), k, v)
         for k, v in model_tags.items():
@@ -313,7 +327,7 @@ class Registry:
                             f"({self.compare_metric} {theirs:.4f} vs {value:.4f}); not promoted")
                     self.tag_version(version, {"promotion": note})
                     return {"promoted": False, "champion": current_v, "note": note}
-            self.set_champion(version, "gate passed")
+            self.set_champion(version, "gate passed", current_v)
             return {"promoted": True, "champion": str(version), "previous": current_v}
 
     def rollback(self, reason: str) -> tuple[str, str]:
@@ -324,7 +338,7 @@ class Registry:
         versions = self.client.search_model_versions(f"name = '{self.name}'")
         target = rollback_target(self.name, str(current.version), current.tags,
                                  [(str(v.version), v.tags) for v in versions])
-        self.set_champion(target, f"rollback from v{current.version}: {reason}", kind="rollback")
+        self.set_champion(target, f"rollback from v{current.version}: {reason}", str(current.version), kind="rollback")
         for k, v in rolled_back(reason).items():
             self.client.set_model_version_tag(self.name, str(current.version), k, v)
         return str(current.version), target
