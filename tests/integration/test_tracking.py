@@ -210,8 +210,7 @@ def test_promote_and_rollback_record_reason_and_who(tracked):
     # On a SQLite store both commands write MLflow's rows themselves (no MLflow start-up): the very
     # rows MLflow's client writes for the same steps, times aside.
     reg = Registry(f"sqlite:///{tracked / 'by-client.db'}", tracking)
-    with reg.promotion_lock():
-        assert reg.rollback("v2 misbehaves in production") == ("2", "1")
+    assert reg.rollback("v2 misbehaves in production") == ("2", "1")
     assert reg.promote("2", "fixed upstream") == "1"
     assert _registry_rows(tracked / "mlflow.db") == _registry_rows(tracked / "by-client.db")
     probe = ("import sys; from mlci.cli import main; main(['promote', '1', '--reason', 'probe'], standalone_mode=False);"

@@ -76,7 +76,7 @@ def test_pipeline_against_a_real_tracking_server(server, tmp_path):
     # Promote and roll back on a server go through MLflow's client (the direct path is SQLite's only).
     params = ws / "params.yaml"
     params.write_text(params.read_text().replace("  model_name: null", f"  model_name: {name}"))
-    again = run_mlci("promote", "1", "--reason", "audit", cwd=ws, env=env)
+    again = run_mlci("promote", "v01", "--reason", "audit", cwd=ws, env=env)  # v01: version 1
     assert again.returncode == 0 and "already the champion" in again.stdout, again.stderr
     assert c.get_model_version(name, "1").tags["mlci.promotion_reason"] == "audit"
     missing = run_mlci("promote", "9", "--reason", "x", cwd=ws, env=env)

@@ -204,6 +204,7 @@ def test_a_logged_batch_repeats_each_requests_fields_over_its_records(tmp_path):
         plog.add("big", "sha-big", [{"age": 2**64, "sex": "Male", "hours": 1.0}], [0.5], ["<=50K"])
     frame, n = plog._take_frame()  # what the feeder sends, decoded as the writer does
     assert n == 5 and int.from_bytes(frame[:4], "little") == len(frame) - 4
+    assert plog._added == plog._taken == 5  # the lost requests never counted against the queue's bound
     assert plog.stats()["failed"] == 3 and plog.stats()["errors"] == {"OverflowError": 3}
     batch = decoder([name for name, _ in plog.columns]).decode(bytes(frame[4:]))
     table = build_table(batch, plog.columns, LOG_COLUMNS)
@@ -219,3 +220,49 @@ def test_a_logged_batch_repeats_each_requests_fields_over_its_records(tmp_path):
     ms = [int(item[2] * 1000) for item in batch]
     assert table.column("served_at").cast("int64").to_pylist() == [ms[0], ms[1], ms[1], ms[1], ms[2]]
     assert str(table.schema.field("served_at").type) == "timestamp[ms, tz=UTC]"
+
+
+def test_the_feeders_frames_reach_the_writers_own_loop_whole_and_in_order(tmp_path):
+    """More requests than a frame holds, single records and batches: the frames the feeder takes, one
+    stream on a pipe as the writer process reads it (``Writer.run``), become one Parquet file with
+    every record in order, and the writer reports them all."""
+    import io
+    import os
+    import threading
+
+    import pyarrow.parquet as pq
+
+    from mlci.serving.logwriter import Writer
+    from mlci.serving.predlog import SLICE, PredictionLog
+    from mlci.stages.monitor import LOG_COLUMNS
+
+    columns = [("age", "integer"), ("sex", "categorical")]
+    plog = PredictionLog(tmp_path, columns)
+    expected = []
+    for i in range(2 * SLICE + 37):
+        recs = [{"age": i, "sex": "Male"}] if i % 10 else [{"age": i, "sex": "Female"}, {"age": -i, "sex": None}]
+        plog.add(f"r{i}", "sha", recs, [i / 1000] * len(recs), ["<=50K"] * len(recs))
+        expected += [(f"r{i}", r["age"], r["sex"]) for r in recs]
+    frames = []
+    while plog._queue:
+        frames.append(plog._take_frame())
+    assert [int.from_bytes(f[5:9], "big") for f, _ in frames] == [SLICE, SLICE, 37]  # requests per frame
+    assert plog._added == plog._taken == sum(n for _, n in frames) == len(expected)
+    read, write = os.pipe()
+
+    def feed():
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(b"".join(f for f, _ in frames))
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    told = io.StringIO()
+    Writer(tmp_path, columns, LOG_COLUMNS, max_bytes=1 << 30, rows_per_file=10**6, flush_seconds=3600,
+           out=told).run(read)
+    feeder.join()
+    os.close(read)
+    (path,) = tmp_path.glob("predictions-*.parquet")
+    table = pq.read_table(path)
+    got = list(zip(*(table.column(c).to_pylist() for c in ("request_id", "age", "sex"))))
+    assert got == expected
+    assert [json.loads(line) for line in told.getvalue().splitlines()][-1]["wrote"] == len(expected)

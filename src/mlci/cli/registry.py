@@ -41,6 +41,7 @@ def promote(ctx: click.Context, version: str, reason: str) -> None:
 
     s, uri, tracking = _store(ctx)
     version = version.lstrip("vV")
+    version = str(int(version)) if version.isdigit() else version  # v01 is version 1, as the registry says
     name, alias = tracking["model_name"], tracking["alias"]
     previous = promotion.promote(uri, tracking, version, reason)
     if previous == version:

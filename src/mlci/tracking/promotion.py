@@ -28,6 +28,4 @@ def rollback(uri: str, tracking: dict, reason: str) -> tuple[str, str]:
         return moved
     from mlci.tracking.registry import Registry
 
-    reg = Registry(uri, tracking)
-    with reg.promotion_lock():
-        return reg.rollback(reason)
+    return Registry(uri, tracking).rollback(reason)

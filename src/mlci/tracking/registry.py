@@ -261,23 +261,27 @@ class Registry:
         return promotion_lock(self.uri, self.name)
 
     def promote(self, version: str, reason: str) -> str | None:
-        """Make ``version`` the champion (``mlci promote`` off a SQLite store): refused before anything is
-        written when there is no such version or its artifact's bytes do not match the registered sha256
-        (as ``direct.promote`` checks them). Returns the previous champion's version, or None."""
+        """Make ``version`` the champion through MLflow's client (``mlci promote`` wherever
+        ``direct.promote`` does not apply), under the promotion lock: refused before anything is written
+        when there is no such version or its artifact's bytes do not match the registered sha256 (as
+        ``direct.promote`` checks them). Returns the previous champion's version, or None."""
         import tempfile
 
         from mlflow.exceptions import MlflowException
 
-        try:
-            mv = self.version(version)
-        except MlflowException:
-            raise PrerequisiteError(f"{self.name} has no version {version}") from None
-        with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
-            self.fetch(version, Path(tmp), mv=mv)
         with self.promotion_lock():
+            try:
+                mv = self.version(version)
+            except MlflowException as e:
+                if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    raise PrerequisiteError(f"{self.name} has no version {version}") from None
+                raise TrackingError(f"{self.name} v{version} cannot be read from the registry "
+                                    f"({str(e).splitlines()[0][:200]}); nothing was promoted") from None
+            with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
+                self.fetch(version, Path(tmp), mv=mv)
             champion = self.champion()
             previous = str(champion.version) if champion is not None else None
-            self.set_champion(version, reason, previous)
+            self.set_champion(str(mv.version), reason, previous)
         return previous
 
     def set_champion(self, version: str, reason: str, previous: str | None, by: str | None = None,
@@ -331,16 +335,19 @@ class Registry:
             return {"promoted": True, "champion": str(version), "previous": current_v}
 
     def rollback(self, reason: str) -> tuple[str, str]:
-        """Move the champion back to the version promoted before the current one."""
-        current = self.champion()
-        if current is None:
-            raise PrerequisiteError(f"{self.name} has no {self.alias} to roll back")
-        versions = self.client.search_model_versions(f"name = '{self.name}'")
-        target = rollback_target(self.name, str(current.version), current.tags,
-                                 [(str(v.version), v.tags) for v in versions])
-        self.set_champion(target, f"rollback from v{current.version}: {reason}", str(current.version), kind="rollback")
-        for k, v in rolled_back(reason).items():
-            self.client.set_model_version_tag(self.name, str(current.version), k, v)
+        """Move the champion back to the version promoted before the current one (under the promotion
+        lock, which it takes)."""
+        with self.promotion_lock():
+            current = self.champion()
+            if current is None:
+                raise PrerequisiteError(f"{self.name} has no {self.alias} to roll back")
+            versions = self.client.search_model_versions(f"name = '{self.name}'")
+            target = rollback_target(self.name, str(current.version), current.tags,
+                                     [(str(v.version), v.tags) for v in versions])
+            self.set_champion(target, f"rollback from v{current.version}: {reason}", str(current.version),
+                              kind="rollback")
+            for k, v in rolled_back(reason).items():
+                self.client.set_model_version_tag(self.name, str(current.version), k, v)
         return str(current.version), target
 
     # -- history ------------------------------------------------------------------------------
