@@ -118,6 +118,34 @@ def test_failing_gate_registers_but_does_not_promote(tracked):
     assert "Champion v1 scored on the same rows" in md and "| ROC-AUC | " in md
 
 
+def test_a_registry_that_cannot_say_who_the_champion_is_stops_promotion_and_diff(tracked):
+    """A failing store (here its alias table gone) is a tracking error, not "no champion yet": the gate's
+    compare-and-set would otherwise promote a model compared with nothing."""
+    import sqlite3
+
+    from mlci.config.resolve import resolve
+    from mlci.tracking.registry import Registry
+    from mlci.tracking.store import TrackingError
+
+    assert cli("run").exit_code == 0
+    reg = Registry(f"sqlite:///{tracked / 'mlflow.db'}",
+                   resolve(tracked / "params.yaml", [], tracked / ".mlci").section("tracking"))
+    assert str(reg.champion().version) == "1"
+    with sqlite3.connect(tracked / "mlflow.db") as con:
+        con.execute("ALTER TABLE registered_model_aliases RENAME TO moved_away")
+    with pytest.raises(TrackingError, match="cannot say which version of adult-income is the champion"):
+        reg.champion()
+    with pytest.raises(TrackingError):
+        reg.promote_if_better("1", None, 0.9, lambda _v: 0.0)
+    assert cli("diff", "champion", "latest").exit_code == errors.TRACKING
+    # A run whose gate would compare with the champion stops at the store, in one line; nothing moved.
+    again = cli("run", "-S", "train.n_estimators=300")
+    assert again.exit_code == errors.TRACKING and "cannot say which version" in again.stderr, again.output
+    with sqlite3.connect(tracked / "mlflow.db") as con:
+        con.execute("ALTER TABLE moved_away RENAME TO registered_model_aliases")
+    assert champion(tracked) == "1"
+
+
 def test_relative_rules_compare_with_the_champion_on_the_same_rows(tracked):
     assert cli("run").exit_code == 0
     worse = cli("run", "-S", "train.n_estimators=3", "-S", "gate.rules=[{metric: validation_roc_auc, max_drop: 0.005}]")
@@ -260,6 +288,8 @@ def test_runs_and_diff(tracked):
     assert by_git["a"] == table[0]["run_id"] and by_git["b"] == table[1]["run_id"]
     bad = cli("diff", "no-such-thing", "--json")
     assert bad.exit_code == errors.PREREQUISITE and "not a run id, a model version or a git revision" in bad.stderr
+    missing = cli("diff", "v9", "v1", "--json")
+    assert missing.exit_code == errors.PREREQUISITE and "has no version 9" in missing.stderr
 
 
 def test_single_stages_are_tracked_too(tracked):

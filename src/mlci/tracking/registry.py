@@ -30,6 +30,11 @@ from mlci.tracking.store import T, TrackingError, quiet_mlflow, standard_tags, u
 HISTORY = T + "history."  # registered-model tags, one per promotion or rollback
 
 
+#: MLflow's error codes for "there is no such thing" (a version, an alias, a registered model), from its
+#: SQL store and, through the REST API, a tracking server alike; any other is the store failing.
+ABSENT = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
 class Registry:
     """A thin, typed layer over MlflowClient for one experiment and one registered model."""
 
@@ -210,14 +215,31 @@ class Registry:
     def version(self, version: str):
         return self.client.get_model_version(self.name, str(version))
 
+    def existing_version(self, version: str, doing: str):
+        """The ModelVersion ``version``: a missing (or malformed) one is exit 6, any other failure of the
+        registry exit 8, naming what could not be done (``doing``)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.version(version)
+        except MlflowException as e:
+            if e.error_code in ABSENT:
+                raise PrerequisiteError(f"{self.name} has no version {version}") from None
+            raise TrackingError(f"{self.name} v{version} cannot be read from the registry "
+                                f"({str(e).splitlines()[0][:200]}); {doing}") from None
+
     def champion(self):
-        """The champion's ModelVersion, or None when there is none yet."""
+        """The champion's ModelVersion, or None when there is none yet. A store that cannot say is a
+        tracking error, never "none yet": the gate would promote without comparing."""
         from mlflow.exceptions import MlflowException
 
         try:
             return self.client.get_model_version_by_alias(self.name, self.alias)
-        except MlflowException:
-            return None
+        except MlflowException as e:
+            if e.error_code in ABSENT:
+                return None
+            raise TrackingError(f"the registry cannot say which version of {self.name} is the {self.alias} "
+                                f"({str(e).splitlines()[0][:200]}); nothing was compared or promoted") from None
 
     def fetch(self, version: str, dst: Path | None = None, mv=None) -> Path:
         """Download a version's model.pkl (into ``dst``, else a new temporary directory); check its sha256
@@ -267,16 +289,8 @@ class Registry:
         ``direct.promote`` checks them). Returns the previous champion's version, or None."""
         import tempfile
 
-        from mlflow.exceptions import MlflowException
-
         with self.promotion_lock():
-            try:
-                mv = self.version(version)
-            except MlflowException as e:
-                if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                    raise PrerequisiteError(f"{self.name} has no version {version}") from None
-                raise TrackingError(f"{self.name} v{version} cannot be read from the registry "
-                                    f"({str(e).splitlines()[0][:200]}); nothing was promoted") from None
+            mv = self.existing_version(version, "nothing was promoted")
             with tempfile.TemporaryDirectory(prefix="mlci-model-") as tmp:
                 self.fetch(version, Path(tmp), mv=mv)
             champion = self.champion()

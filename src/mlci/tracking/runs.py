@@ -7,8 +7,8 @@ from pathlib import Path
 
 from mlci.errors import PrerequisiteError
 from mlci.timestamps import iso_from_ms
-from mlci.tracking.registry import Registry
-from mlci.tracking.store import GIT_COMMIT, T, commit_of
+from mlci.tracking.registry import ABSENT, Registry
+from mlci.tracking.store import GIT_COMMIT, T, TrackingError, commit_of
 
 
 def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | None = None):
@@ -24,8 +24,11 @@ def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | N
         alias = aliases[ref]
         try:
             mv = client.get_model_version_by_alias(registry.name, alias)
-        except MlflowException:
-            raise PrerequisiteError(f"{registry.name} has no {alias} yet") from None
+        except MlflowException as e:
+            if e.error_code in ABSENT:
+                raise PrerequisiteError(f"{registry.name} has no {alias} yet") from None
+            raise TrackingError(f"the registry cannot say which version of {registry.name} is the {alias} "
+                                f"({str(e).splitlines()[0][:200]})") from None
         return client.get_run(mv.run_id), f"{alias} (v{mv.version})"
     # Each kind of reference asks the store for the few runs that can match, not for every run.
     if ref == "latest":
@@ -35,10 +38,7 @@ def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | N
         return found[0], f"latest ({found[0].info.run_id[:8]})"
     version = _version_ref(ref)
     if version is not None:
-        try:
-            mv = registry.version(version)
-        except Exception:  # noqa: BLE001
-            raise PrerequisiteError(f"{registry.name} has no version {version}") from None
+        mv = registry.existing_version(version, "nothing to compare")
         return client.get_run(mv.run_id), f"v{version}"
     prefix = ref.lower()
     is_prefix = len(ref) >= 4 and all(c in "0123456789abcdef" for c in prefix)  # run ids are hex
