@@ -127,6 +127,7 @@ def test_a_registry_that_cannot_say_who_the_champion_is_stops_promotion_and_diff
     from mlci.tracking.registry import Registry
     from mlci.tracking.store import TrackingError
 
+    assert cli("runs", "--promotions").stdout.strip() == "adult-income: no promotion yet"  # nothing registered
     assert cli("run").exit_code == 0
     reg = Registry(f"sqlite:///{tracked / 'mlflow.db'}",
                    resolve(tracked / "params.yaml", [], tracked / ".mlci").section("tracking"))
@@ -144,6 +145,12 @@ def test_a_registry_that_cannot_say_who_the_champion_is_stops_promotion_and_diff
     with sqlite3.connect(tracked / "mlflow.db") as con:
         con.execute("ALTER TABLE moved_away RENAME TO registered_model_aliases")
     assert champion(tracked) == "1"
+    # Nor is a store that cannot list the promotions "no promotion yet".
+    assert "v1" in cli("runs", "--promotions").stdout
+    with sqlite3.connect(tracked / "mlflow.db") as con:
+        con.execute("ALTER TABLE registered_model_tags RENAME TO moved_away")
+    listing = cli("runs", "--promotions")
+    assert listing.exit_code == errors.TRACKING and "cannot list adult-income's promotions" in listing.stderr
 
 
 def test_relative_rules_compare_with_the_champion_on_the_same_rows(tracked):

@@ -157,10 +157,7 @@ def _cell(v) -> str:
 
 
 def _promotions(reg, as_json: bool) -> None:
-    try:
-        events = reg.history()
-    except Exception:  # noqa: BLE001 - no registered model yet
-        events = []
+    events = reg.history()
     if as_json:
         click.echo(json.dumps(events, indent=2))
         return

@@ -311,8 +311,16 @@ class Registry:
             self.client.set_registered_model_tag(self.name, k, v)
 
     def history(self) -> list[dict]:
-        """Every promotion and rollback of the alias, oldest first."""
-        tags = self.client.get_registered_model(self.name).tags
+        """Every promotion and rollback of the alias, oldest first; none before the model is registered."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_registered_model(self.name).tags
+        except MlflowException as e:
+            if e.error_code in ABSENT:
+                return []
+            raise TrackingError(f"the registry cannot list {self.name}'s promotions "
+                                f"({str(e).splitlines()[0][:200]})") from None
         return [json.loads(tags[k]) for k in sorted((k for k in tags if k.startswith(HISTORY)),
                                                      key=lambda k: int(k.removeprefix(HISTORY)))]
 
