@@ -253,11 +253,13 @@ def observability(ws: Path, env: dict, single: bytes, batch: bytes, seconds: int
     def med(name: str, c, key: str) -> float:
         return statistics.median(r[c][key] if c is not None else r[key] for r in results[name])
 
+    def paired(name: str, c: int, key: str) -> float:
+        """The ratio to "off" taken within each round (its servers minutes apart), then the median: the
+        machine's drifting load cancels out of it better than out of the ratio of two medians."""
+        return statistics.median(on[c][key] / off[c][key] for on, off in zip(results[name], results["off"]))
+
     print()
     if parts:
-        def paired(name: str, c: int, key: str) -> float:
-            return statistics.median(on[c][key] / off[c][key] for on, off in zip(results[name], results["off"]))
-
         print(f"| median of {rounds} paired ratio(s) to off | conns | requests/s | p99 | server CPU per request |")
         print("|---|---:|---:|---:|---:|")
         for name in configs:
@@ -279,15 +281,11 @@ def observability(ws: Path, env: dict, single: bytes, batch: bytes, seconds: int
         print(f"| server CPU µs per request, {c} conns | {off:.0f} | {on:.0f} | {on / off:.2f} x |")
     off, on = med("off", None, "batch_ms"), med("on", None, "batch_ms")
     print(f"| one 10,000-record batch, ms | {off:.0f} | {on:.0f} | {on / off:.2f} x |")
-    # The same ratios taken within each round (its two servers minutes apart), then the median: the
-    # machine's drifting load cancels out of these better than out of the ratio of two medians.
     print()
     print(f"| median of {rounds} paired ratio(s), on ÷ off | " + " | ".join(f"{c} conns" for c in conns) + " |")
     print("|---|" + "---:|" * len(conns))
     for key, label in (("rps", "requests/s"), ("p99", "p99"), ("cpu_us", "server CPU per request")):
-        cells = [statistics.median(on[c][key] / off[c][key] for on, off in zip(results["on"], results["off"]))
-                 for c in conns]
-        print(f"| {label} | " + " | ".join(f"{v:.3f} x" for v in cells) + " |")
+        print(f"| {label} | " + " | ".join(f"{paired('on', c, key):.3f} x" for c in conns) + " |")
     return 0
 
 

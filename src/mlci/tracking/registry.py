@@ -25,7 +25,7 @@ from mlci.errors import PrerequisiteError
 from mlci.fileio import bytes_hash
 from mlci.modeling.artifact import unpickle_verified
 from mlci.timestamps import utc_now
-from mlci.tracking.store import T, TrackingError, quiet_mlflow, standard_tags, use_uri, who
+from mlci.tracking.store import T, TrackingError, one_line, quiet_mlflow, standard_tags, use_uri, who
 
 HISTORY = T + "history."  # registered-model tags, one per promotion or rollback
 
@@ -225,21 +225,26 @@ class Registry:
         except MlflowException as e:
             if e.error_code in ABSENT:
                 raise PrerequisiteError(f"{self.name} has no version {version}") from None
-            raise TrackingError(f"{self.name} v{version} cannot be read from the registry "
-                                f"({str(e).splitlines()[0][:200]}); {doing}") from None
+            raise TrackingError(f"{self.name} v{version} cannot be read from the registry ({one_line(e)}); "
+                                f"{doing}") from None
 
-    def champion(self):
-        """The champion's ModelVersion, or None when there is none yet. A store that cannot say is a
-        tracking error, never "none yet": the gate would promote without comparing."""
+    def alias_version(self, alias: str, doing: str):
+        """The ModelVersion ``alias`` points at, or None when it points nowhere yet. A store that cannot
+        say is a tracking error naming what could not be done (``doing``), never "nowhere yet": the gate
+        would promote without comparing."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_model_version_by_alias(self.name, self.alias)
+            return self.client.get_model_version_by_alias(self.name, alias)
         except MlflowException as e:
             if e.error_code in ABSENT:
                 return None
-            raise TrackingError(f"the registry cannot say which version of {self.name} is the {self.alias} "
-                                f"({str(e).splitlines()[0][:200]}); nothing was compared or promoted") from None
+            raise TrackingError(f"the registry cannot say which version of {self.name} is the {alias} "
+                                f"({one_line(e)}); {doing}") from None
+
+    def champion(self):
+        """The champion's ModelVersion, or None when there is none yet (``alias_version``)."""
+        return self.alias_version(self.alias, "nothing was compared or promoted")
 
     def fetch(self, version: str, dst: Path | None = None, mv=None) -> Path:
         """Download a version's model.pkl (into ``dst``, else a new temporary directory); check its sha256
@@ -319,8 +324,7 @@ class Registry:
         except MlflowException as e:
             if e.error_code in ABSENT:
                 return []
-            raise TrackingError(f"the registry cannot list {self.name}'s promotions "
-                                f"({str(e).splitlines()[0][:200]})") from None
+            raise TrackingError(f"the registry cannot list {self.name}'s promotions ({one_line(e)})") from None
         return [json.loads(tags[k]) for k in sorted((k for k in tags if k.startswith(HISTORY)),
                                                      key=lambda k: int(k.removeprefix(HISTORY)))]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from mlci.errors import PrerequisiteError
 from mlci.timestamps import iso_from_ms
-from mlci.tracking.registry import ABSENT, Registry
-from mlci.tracking.store import GIT_COMMIT, T, TrackingError, commit_of
+from mlci.tracking.registry import Registry
+from mlci.tracking.store import GIT_COMMIT, T, commit_of
 
 
 def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | None = None):
@@ -19,16 +19,10 @@ def resolve_ref(registry: Registry, ref: str | None, default: str, cwd: Path | N
     aliases = {"champion": registry.alias, "challenger": registry.challenger_alias, registry.alias: registry.alias,
                registry.challenger_alias: registry.challenger_alias}
     if ref in aliases:
-        from mlflow.exceptions import MlflowException
-
         alias = aliases[ref]
-        try:
-            mv = client.get_model_version_by_alias(registry.name, alias)
-        except MlflowException as e:
-            if e.error_code in ABSENT:
-                raise PrerequisiteError(f"{registry.name} has no {alias} yet") from None
-            raise TrackingError(f"the registry cannot say which version of {registry.name} is the {alias} "
-                                f"({str(e).splitlines()[0][:200]})") from None
+        mv = registry.alias_version(alias, "nothing to compare")
+        if mv is None:
+            raise PrerequisiteError(f"{registry.name} has no {alias} yet")
         return client.get_run(mv.run_id), f"{alias} (v{mv.version})"
     # Each kind of reference asks the store for the few runs that can match, not for every run.
     if ref == "latest":
